@@ -1,0 +1,218 @@
+"""Input validation shared by every layer.
+
+Each check raises a :class:`ValueError` or :class:`TypeError` whose message names the argument, what
+was expected and what was received. Checks that would need a device synchronisation (finite values,
+label range) can be switched off globally with :func:`set_validation` for tight training loops whose
+inputs were validated once up front.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "REDUCTIONS",
+    "check_class_counts",
+    "check_finite",
+    "check_in_choices",
+    "check_logits_target",
+    "check_positive",
+    "check_probability",
+    "check_reduction",
+    "check_weight",
+    "describe",
+    "set_validation",
+    "validation_enabled",
+    "validation_disabled",
+]
+
+REDUCTIONS = ("none", "mean", "sum")
+
+_VALUE_CHECKS = True
+
+
+def set_validation(enabled: bool) -> None:
+    """Switch on or off the value checks that synchronise with the device (finite logits, label range).
+
+    Shape, dtype and argument checks always run; only checks that read tensor values are affected.
+    """
+    global _VALUE_CHECKS
+    _VALUE_CHECKS = bool(enabled)
+
+
+def validation_enabled() -> bool:
+    """Whether value checks (finite logits, label range) are on."""
+    return _VALUE_CHECKS
+
+
+@contextmanager
+def validation_disabled() -> Iterator[None]:
+    """Context manager that turns value checks off inside its block."""
+    previous = _VALUE_CHECKS
+    set_validation(False)
+    try:
+        yield
+    finally:
+        set_validation(previous)
+
+
+def describe(value: Any) -> str:
+    """A short description of a received value for error messages."""
+    if isinstance(value, Tensor):
+        return f"tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
+    if isinstance(value, np.ndarray):
+        return f"array of shape {value.shape} and dtype {value.dtype}"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_in_choices(name: str, value: Any, choices: Sequence[Any]) -> Any:
+    """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}; got {value!r}")
+    return value
+
+
+def check_reduction(reduction: str) -> str:
+    """Validate a ``reduction`` argument (``'none' | 'mean' | 'sum'``)."""
+    return check_in_choices("reduction", reduction, REDUCTIONS)
+
+
+def check_positive(name: str, value: float, *, allow_zero: bool = False) -> float:
+    """Raise ``ValueError`` unless ``value`` is a finite number > 0 (or >= 0 with ``allow_zero``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number; got {describe(value)}")
+    v = float(value)
+    ok = np.isfinite(v) and (v >= 0 if allow_zero else v > 0)
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number {bound}; got {value!r}")
+    return v
+
+
+def check_probability(name: str, value: float, *, closed: bool = True) -> float:
+    """Raise ``ValueError`` unless ``value`` lies in [0, 1] (or (0, 1) when ``closed`` is False)."""
+    v = float(value)
+    ok = (0.0 <= v <= 1.0) if closed else (0.0 < v < 1.0)
+    if not ok:
+        interval = "[0, 1]" if closed else "(0, 1)"
+        raise ValueError(f"{name} must lie in {interval}; got {value!r}")
+    return v
+
+
+def check_finite(name: str, tensor: Tensor) -> Tensor:
+    """Raise ``ValueError`` if ``tensor`` holds NaN or Inf (skipped when value checks are off)."""
+    if _VALUE_CHECKS and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        n_bad = int((~torch.isfinite(tensor)).sum())
+        raise ValueError(f"{name} must be finite; got {n_bad} NaN/Inf value(s) in a {describe(tensor)}")
+    return tensor
+
+
+def check_class_counts(
+    class_counts: Sequence[float] | Tensor | np.ndarray,
+    *,
+    name: str = "class_counts",
+    num_classes: int | None = None,
+    allow_zero: bool = False,
+) -> Tensor:
+    """Validate per-class training counts and return them as a float64 1-D tensor.
+
+    Args:
+        class_counts: 1-D sequence, array or tensor of per-class counts (class ``c`` at index ``c``).
+        name: argument name used in error messages.
+        num_classes: expected length, when known.
+        allow_zero: accept zero counts (a class absent from the training set).
+
+    Raises:
+        TypeError: not a sequence of numbers.
+        ValueError: wrong shape or length, negative, zero (unless allowed), NaN or Inf counts.
+    """
+    if isinstance(class_counts, Tensor):
+        counts = class_counts.detach().to(device="cpu", dtype=torch.float64)
+    else:
+        try:
+            counts = torch.as_tensor(np.asarray(class_counts, dtype=np.float64))
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{name} must be a 1-D sequence of numbers; got {describe(class_counts)}") from err
+    if counts.ndim != 1 or counts.numel() == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D sequence of counts; got shape {tuple(counts.shape)}")
+    if num_classes is not None and counts.numel() != num_classes:
+        raise ValueError(f"{name} must have one entry per class ({num_classes}); got {counts.numel()} entries")
+    if not bool(torch.isfinite(counts).all()):
+        raise ValueError(f"{name} must be finite; got {counts.tolist()}")
+    if bool((counts < 0).any()):
+        bad = [int(i) for i in torch.nonzero(counts < 0).flatten()]
+        raise ValueError(f"{name} must be non-negative; got negative counts for classes {bad}")
+    if not allow_zero and bool((counts == 0).any()):
+        bad = [int(i) for i in torch.nonzero(counts == 0).flatten()]
+        raise ValueError(
+            f"{name} must be positive for every class; got zero counts for classes {bad} "
+            "(drop the empty classes or pass counts of at least 1)"
+        )
+    return counts
+
+
+def check_weight(weight: Tensor | Sequence[float] | None, num_classes: int, *, name: str = "weight") -> Tensor | None:
+    """Validate an optional per-class weight vector of length ``num_classes``."""
+    if weight is None:
+        return None
+    if not isinstance(weight, Tensor):
+        weight = torch.as_tensor(np.asarray(weight, dtype=np.float64))
+    if weight.ndim != 1 or weight.numel() != num_classes:
+        raise ValueError(f"{name} must be a 1-D tensor with {num_classes} entries (one per class); got {describe(weight)}")
+    check_finite(name, weight)
+    return weight
+
+
+def check_logits_target(
+    logits: Tensor,
+    target: Tensor,
+    *,
+    allow_soft: bool = False,
+    logits_name: str = "logits",
+    target_name: str = "target",
+) -> bool:
+    """Validate ``(logits[N, C], target[N])`` (or soft ``target[N, C]`` when ``allow_soft``).
+
+    Returns:
+        ``True`` when ``target`` is a soft (probability) target, ``False`` for class indices.
+
+    Raises:
+        TypeError: a non-tensor input or an integer target of the wrong dtype.
+        ValueError: wrong rank or shape, labels outside ``[0, C)``, non-finite logits.
+    """
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"{logits_name} must be a torch.Tensor; got {describe(logits)}")
+    if not isinstance(target, Tensor):
+        raise TypeError(f"{target_name} must be a torch.Tensor; got {describe(target)}")
+    if logits.ndim != 2:
+        raise ValueError(f"{logits_name} must have shape (N, C); got shape {tuple(logits.shape)}")
+    if not logits.is_floating_point():
+        raise TypeError(f"{logits_name} must be a floating-point tensor; got dtype {logits.dtype}")
+    n, c = logits.shape
+    soft = target.is_floating_point()
+    if soft:
+        if not allow_soft:
+            raise TypeError(f"{target_name} must hold int64 class indices of shape ({n},); got {describe(target)}")
+        if target.shape != logits.shape:
+            raise ValueError(
+                f"soft {target_name} must have the shape of {logits_name} {tuple(logits.shape)}; "
+                f"got shape {tuple(target.shape)}"
+            )
+    else:
+        if target.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+            raise TypeError(f"{target_name} must hold integer class indices; got dtype {target.dtype}")
+        if target.shape != (n,):
+            raise ValueError(f"{target_name} must have shape ({n},) to match {logits_name} {tuple(logits.shape)}; got shape {tuple(target.shape)}")
+        if _VALUE_CHECKS and n > 0:
+            lo, hi = int(target.min()), int(target.max())
+            if lo < 0 or hi >= c:
+                raise ValueError(f"{target_name} labels must lie in [0, {c - 1}] for {c} classes; got values in [{lo}, {hi}]")
+    check_finite(logits_name, logits)
+    return soft
