@@ -26,6 +26,7 @@ class Metric(nn.Module):
         self._reductions: dict[str, Reduce] = {}
         self._defaults: dict[str, Tensor] = {}
         self._cat_lists: dict[str, list[Tensor]] = {}
+        self._synced = False
 
     def add_state(self, name: str, default: Tensor | None, reduce: Reduce = "sum") -> None:
         """Declare a state. ``cat`` states accumulate a list of tensors concatenated on ``compute``."""
@@ -52,6 +53,7 @@ class Metric(nn.Module):
             setattr(self, name, default.clone().to(getattr(self, name).device))
         for name in self._cat_lists:
             self._cat_lists[name] = []
+        self._synced = False
 
     def update(self, *args: Any, **kwargs: Any) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -61,10 +63,19 @@ class Metric(nn.Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> None:
         """Calling the metric updates it (use :meth:`compute` for the value)."""
+        self._synced = False
         self.update(*args, **kwargs)
 
     def sync(self) -> None:
-        """Combine the states across ranks in place (no-op without an initialised process group)."""
+        """Combine the states across ranks in place (no-op without an initialised process group).
+
+        Call it once after the last :meth:`update` and before :meth:`compute`; repeated calls without a
+        new update do nothing, so a state is never counted twice. Subclasses whose ``update`` is called
+        directly (not through ``forward``) must set ``self._synced = False`` in ``update``.
+        """
+        if self._synced:
+            return
+        self._synced = True
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return
         ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
