@@ -8,9 +8,9 @@ inputs were validated once up front.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,8 +28,8 @@ __all__ = [
     "check_weight",
     "describe",
     "set_validation",
-    "validation_enabled",
     "validation_disabled",
+    "validation_enabled",
 ]
 
 REDUCTIONS = ("none", "mean", "sum")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal
 
 import torch
@@ -20,6 +21,18 @@ class Metric(nn.Module):
     ``cat`` with all-gather), so every rank returns the same value. States are saved by
     ``state_dict`` (they are persistent buffers) so an evaluation can be checkpointed.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "update" in cls.__dict__:
+            update = cls.__dict__["update"]
+
+            @functools.wraps(update)
+            def wrapped(self: Metric, *args: Any, **kw: Any) -> None:
+                self._synced = False
+                update(self, *args, **kw)
+
+            cls.update = wrapped  # type: ignore[method-assign]
 
     def __init__(self) -> None:
         super().__init__()
@@ -63,15 +76,13 @@ class Metric(nn.Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> None:
         """Calling the metric updates it (use :meth:`compute` for the value)."""
-        self._synced = False
         self.update(*args, **kwargs)
 
     def sync(self) -> None:
         """Combine the states across ranks in place (no-op without an initialised process group).
 
-        Call it once after the last :meth:`update` and before :meth:`compute`; repeated calls without a
-        new update do nothing, so a state is never counted twice. Subclasses whose ``update`` is called
-        directly (not through ``forward``) must set ``self._synced = False`` in ``update``.
+        Call it after the last :meth:`update` and before :meth:`compute`; repeated calls without a new
+        update do nothing, so a state is never counted twice.
         """
         if self._synced:
             return
