@@ -89,7 +89,7 @@ def replace_classifier(model: nn.Module, new_head: nn.Module) -> nn.Module:
         >>> old = replace_classifier(model, nn.Linear(model.feature_dim, 10))
     """
     if not isinstance(model, nn.Module) or not isinstance(getattr(model, "classifier", None), nn.Module):
-        raise TypeError(f"model must be an nn.Module with a 'classifier' sub-module; got {describe(type(model).__name__)}")
+        raise TypeError(f"model must be an nn.Module with a 'classifier' sub-module; got {type(model).__name__}")
     if not isinstance(new_head, nn.Module):
         raise TypeError(f"new_head must be an nn.Module; got {describe(new_head)}")
     feature_dim = getattr(model, "feature_dim", None)
