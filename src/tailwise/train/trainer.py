@@ -158,7 +158,7 @@ class Trainer:
         dev = self.device
         self.train_x, self.train_y = d.train.x.to(dev), d.train.y.to(dev)
         augment = d.augment if dc.augment is None else dc.augment
-        self.augment = BatchAugment(mean=d.mean, std=d.std, crop=augment, flip=augment).to(dev)
+        self.augment = BatchAugment(mean=d.mean, std=d.std, padding=4 if augment else 0, flip=augment).to(dev)
         self._report_cls = ClassificationReport
 
         mc = cfg.model
