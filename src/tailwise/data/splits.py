@@ -86,7 +86,7 @@ def train_val_split(
     n = y.size
     is_val = np.zeros(n, dtype=bool)
     if not stratified:
-        k = int(round(float(val_fraction) * n))
+        k = round(float(val_fraction) * n)
         perm = torch.randperm(n, generator=gen).numpy()
         is_val[perm[:k]] = True
     else:
@@ -96,7 +96,7 @@ def train_val_split(
             if val_per_class is not None:
                 k = min(val_per_class, n_c - 1)
             else:
-                k = int(round(float(val_fraction) * n_c))
+                k = round(float(val_fraction) * n_c)
                 if val_fraction > 0 and n_c >= 2:
                     k = max(k, 1)
                 k = min(k, n_c - 1)
