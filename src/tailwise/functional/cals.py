@@ -1,0 +1,285 @@
+r"""CALS: class-adaptive label smoothing by an augmented Lagrangian (Liu et al., CVPR 2023).
+
+Bingyuan Liu, Jérôme Rony, Adrian Galdran, Jose Dolz, Ismail Ben Ayed, "Class Adaptive Network
+Calibration", CVPR 2023 (arXiv 2211.15088).
+
+CALS constrains every logit distance :math:`d_{ij} = \max_k z_{ik} - z_{ij}` to stay below a margin
+:math:`m` and enforces the constraints :math:`h_{ij} \le 0` with a class-wise augmented Lagrangian:
+
+.. math::
+
+    h_{ij} = \frac{d_{ij} - m}{m}\ (\texttt{normalize=True})\quad\text{or}\quad h_{ij} = d_{ij} - m,
+
+    L = \mathrm{CE}(z, y) + \frac{1}{N C}\sum_{i,j} P(h_{ij}; \lambda_j, \rho_j),
+
+where :math:`P` is a penalty-Lagrangian function with multiplier :math:`\lambda_j` and penalty
+parameter :math:`\rho_j` per class (both constants during training; they are updated from the
+validation set after every epoch, see :class:`tailwise.losses.CALSLoss`). The constraint is computed
+for every column, the argmax column included (where :math:`h = -1` with normalisation), as the
+official code does.
+
+This module holds the pure tensor parts: the penalty functions (each returning its value and its
+derivative with respect to :math:`h`), the constraints, the penalty, the loss and the validation
+statistics the multiplier update needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tailwise._validation import check_in_choices, check_logits_target, check_positive, check_reduction, check_weight
+from tailwise.functional._reduce import reduce_loss
+
+__all__ = [
+    "CALS_PENALTIES",
+    "cals_constraints",
+    "cals_loss",
+    "cals_penalty",
+    "cals_validation_stats",
+    "p2_penalty",
+    "p3_penalty",
+    "phr_penalty",
+    "relu_penalty",
+]
+
+PenaltyFn = Callable[[Tensor, Tensor | float, Tensor | float], tuple[Tensor, Tensor]]
+
+
+def _as_like(value: Tensor | float, ref: Tensor) -> Tensor:
+    if isinstance(value, Tensor):
+        return value.to(device=ref.device, dtype=ref.dtype)
+    return torch.as_tensor(value, device=ref.device, dtype=ref.dtype)
+
+
+def phr_penalty(h: Tensor, lambd: Tensor | float, rho: Tensor | float) -> tuple[Tensor, Tensor]:
+    r"""Powell-Hestenes-Rockafellar penalty (the CALS default).
+
+    .. math::
+
+        P(h; \lambda, \rho) = \begin{cases}
+            \frac{(\lambda + \rho h)^2 - \lambda^2}{2\rho} & \lambda + \rho h \ge 0 \\
+            -\frac{\lambda^2}{2\rho} & \text{otherwise}\end{cases},
+        \qquad P'(h) = \max(0, \lambda + \rho h).
+
+    Args:
+        h: constraint values, class on the last axis.
+        lambd: multipliers :math:`\lambda` (broadcast over the last axis).
+        rho: penalty parameters :math:`\rho > 0` (broadcast over the last axis).
+
+    Returns:
+        ``(value, derivative)``, both of the broadcast shape; ``value`` is differentiable in ``h``.
+    """
+    lam, r = _as_like(lambd, h), _as_like(rho, h)
+    a = lam + r * h
+    active = a >= 0
+    value = torch.where(active, (a * a - lam * lam) / (2 * r), -lam * lam / (2 * r))
+    return value, a.detach().clamp_min(0)
+
+
+def _split(h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(h >= 0, h where h >= 0 else 0, h where h < 0 else 0)``; keeps both branches finite."""
+    pos = h >= 0
+    zero = torch.zeros_like(h)
+    return pos, torch.where(pos, h, zero), torch.where(pos, zero, h)
+
+
+def p2_penalty(h: Tensor, lambd: Tensor | float, rho: Tensor | float) -> tuple[Tensor, Tensor]:
+    r"""The ``p2`` penalty of the official code.
+
+    .. math::
+
+        P(h) = \begin{cases} \lambda h + \lambda\rho h^2 + \tfrac16 \rho^2 h^3 & h \ge 0 \\
+                              \frac{\lambda h}{1 - \rho h} & h < 0 \end{cases},\qquad
+        P'(h) = \begin{cases} \lambda + 2\lambda\rho h + \tfrac12 \rho^2 h^2 & h \ge 0 \\
+                              \frac{\lambda}{(1 - \rho h)^2} & h < 0 \end{cases}.
+
+    Returns:
+        ``(value, derivative)`` (see :func:`phr_penalty` for the arguments).
+    """
+    lam, r = _as_like(lambd, h), _as_like(rho, h)
+    pos, hp, hn = _split(h)
+    value = torch.where(pos, lam * hp + lam * r * hp**2 + r**2 * hp**3 / 6, lam * hn / (1 - r * hn))
+    with torch.no_grad():
+        grad = torch.where(pos, lam + 2 * lam * r * hp + r**2 * hp**2 / 2, lam / (1 - r * hn) ** 2)
+    return value, grad
+
+
+def p3_penalty(h: Tensor, lambd: Tensor | float, rho: Tensor | float) -> tuple[Tensor, Tensor]:
+    r"""The ``p3`` penalty of the official code.
+
+    .. math::
+
+        P(h) = \begin{cases} \lambda h + \lambda\rho h^2 & h \ge 0 \\
+                              \frac{\lambda h}{1 - \rho h} & h < 0 \end{cases},\qquad
+        P'(h) = \begin{cases} \lambda + 2\lambda\rho h & h \ge 0 \\
+                              \frac{\lambda}{(1 - \rho h)^2} & h < 0 \end{cases}.
+
+    Returns:
+        ``(value, derivative)`` (see :func:`phr_penalty` for the arguments).
+    """
+    lam, r = _as_like(lambd, h), _as_like(rho, h)
+    pos, hp, hn = _split(h)
+    value = torch.where(pos, lam * hp + lam * r * hp**2, lam * hn / (1 - r * hn))
+    with torch.no_grad():
+        grad = torch.where(pos, lam + 2 * lam * r * hp, lam / (1 - r * hn) ** 2)
+    return value, grad
+
+
+def relu_penalty(h: Tensor, lambd: Tensor | float, rho: Tensor | float) -> tuple[Tensor, Tensor]:
+    r"""The ``relu`` penalty: :math:`P(h) = \lambda h` for :math:`h \ge 0`, else 0 (``rho`` unused).
+
+    Returns:
+        ``(value, derivative)`` with derivative :math:`\lambda\,[h \ge 0]`.
+    """
+    lam = _as_like(lambd, h)
+    pos, hp, _ = _split(h)
+    zero = torch.zeros_like(h)
+    value = torch.where(pos, lam * hp, zero)
+    with torch.no_grad():
+        grad = torch.where(pos, lam.expand_as(h), zero)
+    return value, grad
+
+
+CALS_PENALTIES: dict[str, PenaltyFn] = {
+    "phr": phr_penalty,
+    "p2": p2_penalty,
+    "p3": p3_penalty,
+    "relu": relu_penalty,
+}
+
+
+def _compute_dtype(logits: Tensor) -> Tensor:
+    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+
+
+def cals_constraints(logits: Tensor, margin: float = 10.0, normalize: bool = True) -> Tensor:
+    r"""Margin constraints :math:`h_{ij} = (\max_k z_{ik} - z_{ij} - m)/m` (or without ``/m``).
+
+    ``amax`` splits its gradient evenly among tied maxima, as in the official code.
+
+    Args:
+        logits: ``[N, C]`` logits.
+        margin: the margin :math:`m > 0`.
+        normalize: divide by :math:`m` (official default ``True``).
+
+    Returns:
+        ``[N, C]`` constraint values (the constraint is :math:`h \le 0`).
+    """
+    margin = check_positive("margin", margin)
+    z = _compute_dtype(logits)
+    h = z.amax(dim=-1, keepdim=True) - z - margin
+    return h / margin if normalize else h
+
+
+def cals_penalty(
+    logits: Tensor,
+    lambd: Tensor | float,
+    rho: Tensor | float,
+    margin: float = 10.0,
+    penalty: str = "phr",
+    normalize: bool = True,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""The CALS penalty term :math:`\frac{1}{NC}\sum_{ij} P(h_{ij}; \lambda_j, \rho_j)`.
+
+    Args:
+        logits: ``[N, C]`` logits.
+        lambd: ``[C]`` multipliers (or a scalar).
+        rho: ``[C]`` penalty parameters (or a scalar).
+        margin: margin :math:`m`.
+        penalty: ``'phr' | 'p2' | 'p3' | 'relu'``.
+        normalize: :math:`h = (d - m)/m` instead of :math:`d - m`.
+        reduction: ``'mean'`` (over samples *and* classes, the official rule), ``'sum'`` (over samples
+            of the per-sample class mean) or ``'none'`` (per-sample class mean, ``[N]``).
+    """
+    check_in_choices("penalty", penalty, tuple(CALS_PENALTIES))
+    check_reduction(reduction)
+    h = cals_constraints(logits, margin, normalize)
+    value, _ = CALS_PENALTIES[penalty](h, lambd, rho)
+    return reduce_loss(value.mean(dim=-1), reduction)
+
+
+def cals_loss(
+    logits: Tensor,
+    target: Tensor,
+    lambd: Tensor | float,
+    rho: Tensor | float,
+    margin: float = 10.0,
+    penalty: str = "phr",
+    normalize: bool = True,
+    reduction: str = "mean",
+    weight: Tensor | None = None,
+) -> Tensor:
+    r"""CALS training loss :math:`\mathrm{CE}(z, y) + \frac{1}{NC}\sum_{ij} P(h_{ij}; \lambda_j, \rho_j)`.
+
+    Per sample the loss is :math:`\mathrm{CE}_i + \frac1C\sum_j P(h_{ij})`. A per-class ``weight``
+    weights the cross-entropy term with PyTorch's weighted-mean semantics; the penalty term is always
+    the plain mean (the official code has no class weights).
+
+    Args:
+        logits: ``[N, C]`` logits.
+        target: ``[N]`` int64 labels.
+        lambd: ``[C]`` multipliers :math:`\lambda_j` (constants: no gradient flows into them).
+        rho: ``[C]`` penalty parameters :math:`\rho_j`.
+        margin: margin :math:`m` (the official README commands use 10).
+        penalty: ``'phr' | 'p2' | 'p3' | 'relu'``.
+        normalize: :math:`h = (d - m)/m`.
+        reduction: ``'none' | 'mean' | 'sum'``.
+        weight: optional per-class weights of the cross-entropy term.
+    """
+    check_logits_target(logits, target)
+    check_reduction(reduction)
+    check_in_choices("penalty", penalty, tuple(CALS_PENALTIES))
+    num_classes = logits.shape[1]
+    weight = check_weight(weight, num_classes)
+    lam = _check_vector("lambd", lambd, num_classes)
+    r = _check_vector("rho", rho, num_classes)
+    z = _compute_dtype(logits)
+    target = target.long()
+    ce = F.cross_entropy(z, target, reduction="none")
+    sample_weight = None if weight is None else weight.to(device=z.device, dtype=z.dtype)[target]
+    pen = cals_penalty(z, lam, r, margin, penalty, normalize, reduction="none")
+    return reduce_loss(ce, reduction, sample_weight) + reduce_loss(pen, reduction)
+
+
+def _check_vector(name: str, value: Tensor | float, num_classes: int) -> Tensor | float:
+    if isinstance(value, Tensor) and value.ndim > 0 and value.shape != (num_classes,):
+        raise ValueError(f"{name} must be a scalar or a 1-D tensor with {num_classes} entries; got shape {tuple(value.shape)}")
+    return value.detach() if isinstance(value, Tensor) else value
+
+
+@torch.no_grad()
+def cals_validation_stats(
+    logits: Tensor,
+    lambd: Tensor | float,
+    rho: Tensor | float,
+    margin: float = 10.0,
+    penalty: str = "phr",
+    normalize: bool = True,
+    lambd_min: float = 1e-6,
+    lambd_max: float = 1e6,
+) -> tuple[Tensor, Tensor, int]:
+    r"""Sufficient statistics of the CALS multiplier update over a set of validation logits.
+
+    Returns ``(grad_sum, constraint_sum, count)`` with
+
+    .. math::
+
+        \texttt{grad\_sum}_j = \sum_i \mathrm{clip}\bigl(P'(h_{ij}; \lambda_j, \rho_j),
+            \lambda_{\min}, \lambda_{\max}\bigr), \qquad
+        \texttt{constraint\_sum}_j = \sum_i h_{ij}, \qquad \texttt{count} = N.
+
+    The update :math:`\lambda_j \leftarrow \mathrm{clip}(\texttt{grad\_sum}_j/\texttt{count})` is a
+    mean of per-sample terms evaluated at the *same* :math:`(\lambda, \rho)`, so splitting the
+    validation set into batches (as the official trainer does) and adding their statistics gives the
+    same result as one pass over the whole split, up to floating-point summation order.
+    """
+    check_in_choices("penalty", penalty, tuple(CALS_PENALTIES))
+    h = cals_constraints(logits.detach(), margin, normalize)
+    _, grad = CALS_PENALTIES[penalty](h, lambd, rho)
+    grad = grad.clamp(min=lambd_min, max=lambd_max)
+    return grad.sum(dim=0), h.sum(dim=0), int(h.shape[0])
