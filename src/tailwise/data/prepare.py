@@ -9,7 +9,7 @@ Order of operations:
 2. long-tail subsample the training set (``long_tail`` dict; by the true labels when the source has
    ``clean_y``, e.g. CIFAR-10N). With the CDB convention the validation
    set is taken first, as in the CDB-loss code: the last ``val_per_class`` (25) samples of every class
-   in file order, and ``n_max`` defaults to the largest class count of what remains (475 on CIFAR-100);
+   in file order, and ``n_max`` defaults to the smallest class count of what remains (475 on CIFAR-100);
 3. hold out a stratified validation split from the (long-tailed) training set: ``val_per_class`` per
    class, or ``val_fraction`` of each class with at least one per class (``val_fraction=0`` gives an
    empty validation set, the official LDAM protocol, which then selects on the test set);
@@ -128,8 +128,9 @@ def prepare_data(
         data_dir: data folder (default :func:`tailwise.data.default_data_dir`).
         long_tail: None for the source as is, or a dict with keys ``rho`` (required, >= 1),
             ``profile`` (``exp`` | ``step``, default ``exp``), ``convention`` (``ldam`` | ``cdb``, default
-            ``ldam``), ``seed`` (default 0, the official value), ``n_max`` (default: the largest class
-            count), ``val_per_class`` (CDB only, default 25).
+            ``ldam``), ``seed`` (default 0, the official value), ``n_max`` (default: the smallest class
+            count, so that every class can supply its share; equal to the per-class count on balanced
+            sources such as CIFAR), ``val_per_class`` (CDB only, default 25).
         noise: None for no synthetic noise, or a dict with keys ``kind`` (one of
             :data:`tailwise.data.noise.NOISE_KINDS`), ``rate``, ``seed`` (default: ``seed``),
             ``noise_val`` (default True), and the kind options ``grouping`` / ``norm_std``.
@@ -186,7 +187,7 @@ def prepare_data(
                              "use prepare_data(val_per_class=...) for the LDAM convention")
         lt_labels = train.clean_y if train.clean_y is not None else train.y
         available = torch.bincount(lt_labels, minlength=num_classes)
-        n_max = int(lt.get("n_max", int(available.max())))
+        n_max = int(lt.get("n_max", int(available.min())))
         counts = long_tail_counts(n_max, num_classes, lt["rho"], profile)
         idx = long_tail_subsample(lt_labels, counts, seed=lt_seed, convention=convention)
         train = train.subset(idx)

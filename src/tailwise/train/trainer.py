@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from tailwise._validation import validation_disabled
 from tailwise.registry import BATCH_TRANSFORMS, LOSSES, MODELS, SAMPLERS, WEIGHT_SCHEDULES
 from tailwise.samplers.shuffle import epoch_generator
 from tailwise.train.checkpoint import load_checkpoint, save_checkpoint
@@ -36,9 +37,17 @@ from tailwise.train.config import ConfigError, RunConfig, config_to_dict
 from tailwise.train.distributed import DistInfo, all_gather_tensor, init_distributed
 from tailwise.train.lr_schedule import lr_factor
 
-__all__ = ["Trainer", "auto_model_name", "resolve_device"]
+__all__ = ["Trainer", "auto_model_name", "load_components", "resolve_device"]
 
 _HOOKED = ("loss", "weights", "sampler", "transform")
+
+
+def load_components() -> None:
+    """Import every component package so that its registry entries exist."""
+    import importlib
+
+    for package in ("losses", "models", "samplers", "schedules", "transforms", "optim", "features", "certify"):
+        importlib.import_module(f"tailwise.{package}")
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -141,6 +150,7 @@ class Trainer:
         from tailwise.metrics import ClassificationReport
         from tailwise.transforms.augment import BatchAugment
 
+        load_components()
         cfg, dc = self.cfg, self.cfg.data
         self.data = data if data is not None else prepare_data(
             dc.name,
@@ -302,6 +312,8 @@ class Trainer:
         local_bs = self.cfg.train.batch_size // self.dist.world_size
         gen = torch.Generator(device=dev)
         gen.manual_seed(int(epoch_generator(self.cfg.train.seed, epoch, stream=1 + self.dist.rank).initial_seed()))
+        # labels were validated when the data was built: skip the per-batch value checks (device syncs) and
+        # let the finite-loss guard below catch NaN/Inf
         totals = torch.zeros(4, dtype=torch.float64, device=dev)  # loss sum, correct, count, skipped
         steps = range(0, idx.numel(), local_bs)
         bar = self._progress(steps, epoch)
@@ -313,7 +325,7 @@ class Trainer:
             batch: tuple[Tensor, ...] = (x, self.train_y[b])
             if self.transform is not None:
                 batch = tuple(self.transform(x, batch[1], generator=gen))
-            with self._autocast():
+            with self._autocast(), validation_disabled():
                 logits = self.ddp_model(batch[0])
                 loss = self._compute_loss(logits, batch)
             if not bool(torch.isfinite(loss.detach())):
