@@ -1,4 +1,4 @@
-"""The ``tailwise`` command: ``demo | train | eval | recipes | datasets``.
+"""The ``tailwise`` command: ``demo | train | eval | certify | recipes | datasets``.
 
 Usage and configuration errors print one line and exit with code 2.
 """
@@ -33,7 +33,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tailwise", description="Train classifiers on imperfect data.")
-    sub = parser.add_subparsers(dest="command", metavar="{demo,train,eval,recipes,datasets}")
+    sub = parser.add_subparsers(dest="command", metavar="{demo,train,eval,certify,recipes,datasets}")
 
     demo = sub.add_parser("demo", help="long-tailed MNIST-1D: every method for a few epochs, offline, prints a table")
     demo.add_argument("--epochs", type=int, default=None, help="epochs per method (default: the demo's setting)")
@@ -47,6 +47,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--run", required=True, help="run folder written by `tailwise train`")
     ev.add_argument("--split", default="test", choices=["val", "test"])
     ev.add_argument("--checkpoint", default="best", choices=["best", "last"])
+
+    cert = sub.add_parser("certify", help="certify a trained run with randomized smoothing on a test subset")
+    cert.add_argument("--run", required=True, help="run folder written by `tailwise train`")
+    cert.add_argument("--sigma", type=float, default=None, help="noise level (default: the run's training sigma)")
+    cert.add_argument("--n0", type=int, default=100, help="selection samples")
+    cert.add_argument("--n", type=int, default=100_000, help="estimation samples")
+    cert.add_argument("--alpha", type=float, default=0.001, help="failure probability")
+    cert.add_argument("--batch", type=int, default=1000, help="noisy copies per forward pass")
+    cert.add_argument("--num-images", type=int, default=500, help="evenly spaced test images to certify")
+    cert.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    cert.add_argument("--seed", type=int, default=0)
+    cert.add_argument("--out", default=None, help="output folder (default: <run>/certify-sigma<sigma>)")
 
     sub.add_parser("recipes", help="list the shipped recipes")
     sub.add_parser("datasets", help="list the dataset names")
@@ -130,6 +142,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_train(args)
         if args.command == "eval":
             return _cmd_eval(args)
+        if args.command == "certify":
+            from tailwise.cli.certify import certify_run
+
+            result = certify_run(Path(args.run), sigma=args.sigma, n0=args.n0, n=args.n, alpha=args.alpha,
+                                 batch_size=args.batch, num_images=args.num_images, checkpoint=args.checkpoint,
+                                 seed=args.seed, out=Path(args.out) if args.out else None)
+            print(result["table"])
+            print(f"written to {result['out']}")
+            return 0
         if args.command == "recipes":
             return _cmd_recipes()
         return _cmd_datasets()

@@ -29,7 +29,7 @@ class Metric(nn.Module):
 
             @functools.wraps(update)
             def wrapped(self: Metric, *args: Any, **kw: Any) -> None:
-                self._synced = False
+                self._restore_local()
                 update(self, *args, **kw)
 
             cls.update = wrapped  # type: ignore[method-assign]
@@ -39,6 +39,18 @@ class Metric(nn.Module):
         self._reductions: dict[str, Reduce] = {}
         self._defaults: dict[str, Tensor] = {}
         self._cat_lists: dict[str, list[Tensor]] = {}
+        self._synced = False
+        self._local: dict[str, Any] | None = None
+
+    def _restore_local(self) -> None:
+        """Put back this rank's own states after a :meth:`sync` (so later updates are not double-counted)."""
+        if self._local is not None:
+            for name, value in self._local.items():
+                if self._reductions[name] == "cat":
+                    self._cat_lists[name] = value
+                else:
+                    setattr(self, name, value)
+            self._local = None
         self._synced = False
 
     def add_state(self, name: str, default: Tensor | None, reduce: Reduce = "sum") -> None:
@@ -67,6 +79,7 @@ class Metric(nn.Module):
         for name in self._cat_lists:
             self._cat_lists[name] = []
         self._synced = False
+        self._local = None
 
     def update(self, *args: Any, **kwargs: Any) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -82,13 +95,18 @@ class Metric(nn.Module):
         """Combine the states across ranks in place (no-op without an initialised process group).
 
         Call it after the last :meth:`update` and before :meth:`compute`; repeated calls without a new
-        update do nothing, so a state is never counted twice.
+        update do nothing, and the next :meth:`update` first restores this rank's own states, so a state
+        is never counted twice.
         """
         if self._synced:
             return
         self._synced = True
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return
+        self._local = {
+            name: (list(self._cat_lists[name]) if reduce == "cat" else getattr(self, name).clone())
+            for name, reduce in self._reductions.items()
+        }
         ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
         for name, reduce in self._reductions.items():
             if reduce == "cat":

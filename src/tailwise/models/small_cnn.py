@@ -3,8 +3,9 @@
 Two (or more) blocks ``conv3x3 -> batch norm -> ReLU -> 2x2 max-pool`` (32 and 64 channels by default),
 then a fully connected layer to ``hidden_dim`` features with ReLU (and optional dropout), then the
 classifier head. A LeNet-style model in the spirit of LeCun et al., "Gradient-Based Learning Applied
-to Document Recognition" (Proc. IEEE 1998); with the default sizes it has about 0.42M parameters and
-reaches ~99% on MNIST and ~91% on Fashion-MNIST in a few epochs.
+to Document Recognition" (Proc. IEEE 1998); with the default sizes it has 421,738 parameters (10
+classes, one input channel) and reaches about 98.5% test accuracy on MNIST after one epoch of Adam
+(lr 1e-3, batch 128).
 """
 
 from __future__ import annotations

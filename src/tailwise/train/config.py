@@ -45,6 +45,7 @@ class DataConfig:
     ``long_tail`` holds ``profile`` (``exp`` | ``step``), ``rho``, ``convention`` (``ldam`` | ``cdb``)
     and ``seed``; ``noise`` holds ``kind``, ``rate`` and ``seed``; ``options`` go to the dataset source
     (``num_samples`` for ``mnist1d``, ``label_set`` for ``cifar10n``, ``path`` for file sources).
+    ``normalize: false`` feeds the model inputs in [0, 1] (randomized smoothing adds its noise there).
     """
 
     name: str = "mnist1d"
@@ -55,6 +56,7 @@ class DataConfig:
     val_per_class: int | None = None
     seed: int = 0
     augment: bool | None = None
+    normalize: bool = True
     options: dict[str, Any] = field(default_factory=dict)
 
 

@@ -168,7 +168,10 @@ class Trainer:
         dev = self.device
         self.train_x, self.train_y = d.train.x.to(dev), d.train.y.to(dev)
         augment = d.augment if dc.augment is None else dc.augment
-        self.augment = BatchAugment(mean=d.mean, std=d.std, padding=4 if augment else 0, flip=augment).to(dev)
+        self.augment = BatchAugment(
+            mean=d.mean if dc.normalize else None, std=d.std if dc.normalize else None,
+            padding=4 if augment else 0, flip=augment,
+        ).to(dev)
         self._report_cls = ClassificationReport
 
         mc = cfg.model
@@ -199,6 +202,14 @@ class Trainer:
         self.loss = LOSSES.build(cfg.loss.name, loss_params, **ctx)
         if isinstance(self.loss, nn.Module):
             self.loss = self.loss.to(dev)
+        self.loss_needs_model = bool(getattr(self.loss, "needs_model", False))
+        if getattr(self.loss, "needs_worst", False):
+            raise ConfigError(
+                f"loss {cfg.loss.name!r} needs worst-case margins from an l_inf-dist model; train it with "
+                "tailwise.losses.linf_schedule in your own loop (the trainer does not drive that schedule yet)"
+            )
+        if self.loss_needs_model and self.transform is not None:
+            raise ConfigError(f"loss {cfg.loss.name!r} draws its own noise and cannot be combined with transform {cfg.transform.name!r}")
         self.weights = None if cfg.weights.name == "none" else WEIGHT_SCHEDULES.build(cfg.weights.name, cfg.weights.params, **ctx)
         if self.weights is not None and not hasattr(self.loss, "set_weight"):
             raise ConfigError(f"loss {cfg.loss.name!r} takes no class weights, so weights={cfg.weights.name!r} cannot be used with it")
@@ -326,8 +337,12 @@ class Trainer:
             if self.transform is not None:
                 batch = tuple(self.transform(x, batch[1], generator=gen))
             with self._autocast(), validation_disabled():
-                logits = self.ddp_model(batch[0])
-                loss = self._compute_loss(logits, batch)
+                if self.loss_needs_model:
+                    # objectives that query the model themselves (Gaussian augmentation, SmoothMix)
+                    logits, loss = None, self.loss(self.ddp_model, batch[0], batch[1], generator=gen)
+                else:
+                    logits = self.ddp_model(batch[0])
+                    loss = self._compute_loss(logits, batch)
             if not bool(torch.isfinite(loss.detach())):
                 if self.cfg.train.nan_policy == "error":
                     raise FloatingPointError(
@@ -343,12 +358,14 @@ class Trainer:
             self.scaler.update()
             n = batch[1].shape[0]
             totals[0] += loss.detach().double() * n
-            totals[1] += (logits.detach().argmax(1) == batch[1]).sum()
+            if logits is not None:
+                totals[1] += (logits.detach().argmax(1) == batch[1]).sum()
             totals[2] += n
         if self.dist.enabled:
             torch.distributed.all_reduce(totals)
         count = max(float(totals[2]), 1.0)
-        return {"train_loss": float(totals[0]) / count, "train_accuracy": float(totals[1]) / count,
+        accuracy = math.nan if self.loss_needs_model else float(totals[1]) / count
+        return {"train_loss": float(totals[0]) / count, "train_accuracy": accuracy,
                 "skipped_steps": int(totals[3])}
 
     def _progress(self, steps: range, epoch: int) -> Any:
