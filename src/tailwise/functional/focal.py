@@ -35,7 +35,7 @@ from tailwise._validation import (
     check_weight,
 )
 from tailwise.functional._reduce import reduce_loss
-from tailwise.functional.cross_entropy import _compute_logits, _vector_like
+from tailwise.functional.ce import _compute_logits, _vector_like
 
 __all__ = ["FOCAL_VARIANTS", "focal_loss"]
 

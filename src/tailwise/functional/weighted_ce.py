@@ -16,7 +16,7 @@ from torch import Tensor
 
 from tailwise._validation import check_class_counts, check_in_choices, check_logits_target
 from tailwise.class_counts import effective_number_weights, inverse_frequency_weights
-from tailwise.functional.cross_entropy import cross_entropy
+from tailwise.functional.ce import cross_entropy
 
 __all__ = ["WEIGHTING_SCHEMES", "class_weights_from_counts", "weighted_cross_entropy"]
 

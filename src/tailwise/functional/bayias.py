@@ -1,0 +1,77 @@
+r"""Bayias-compensated cross-entropy (Xu, Chai, Yuan; NeurIPS 2021, arXiv 2111.03874, "Towards
+Calibrated Model for Long-Tailed Visual Recognition from Prior Perspective").
+
+The training prior :math:`\pi^{\text{train}}_c = n_c/\sum_k n_k` biases the softmax; the loss compensates
+by shifting the logits with the log ratio of the training and the target (inference) priors:
+
+.. math:: \ell(z, y) = \mathrm{CE}\big(z + \log \pi^{\text{train}} - \log \pi^{\text{target}},\, y\big).
+
+With a uniform target prior (the official ``train.py``) the second log is a constant and the loss is
+the logit-adjusted loss with :math:`\tau = 1`. Only the training loss is adjusted; predictions use the
+raw logits. The official ``Bayias_compensated_loss`` (XuZhengzhuo/Prior-LT, ``core.py``) returns
+per-sample values and the loop takes their plain mean, which is ``reduction="mean"`` here when no
+class weight is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from tailwise._validation import check_class_counts, check_logits_target
+from tailwise.class_counts import class_priors
+from tailwise.functional.vs import _affine_cross_entropy
+
+__all__ = ["bayias_loss", "bayias_offset"]
+
+CountsLike = Sequence[float] | Tensor | np.ndarray
+
+
+def bayias_offset(class_counts: CountsLike, target_prior: CountsLike | None = None) -> Tensor:
+    r"""The logit offset :math:`\log \pi^{\text{train}} - \log \pi^{\text{target}}` (float64).
+
+    Args:
+        class_counts: ``(C,)`` training counts (all positive).
+        target_prior: ``(C,)`` target (inference) label distribution, as probabilities or unnormalised
+            counts (it is normalised to sum 1); ``None`` means uniform. Entries must be positive.
+
+    Returns:
+        float64 tensor of shape ``(C,)``.
+    """
+    counts = check_class_counts(class_counts)
+    offset = torch.log(class_priors(counts))
+    if target_prior is not None:
+        q = check_class_counts(target_prior, name="target_prior", num_classes=counts.numel())
+        offset = offset - torch.log(q / q.sum())
+    else:
+        offset = offset + float(np.log(counts.numel()))
+    return offset
+
+
+def bayias_loss(
+    logits: Tensor,
+    target: Tensor,
+    class_counts: CountsLike,
+    target_prior: CountsLike | None = None,
+    weight: Tensor | Sequence[float] | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Bayias-compensated loss :math:`\mathrm{CE}(z + \log\pi^{\text{train}} - \log\pi^{\text{target}}, y)`.
+
+    Args:
+        logits: ``(N, C)`` scores.
+        target: ``(N,)`` int64 labels.
+        class_counts: ``(C,)`` training counts.
+        target_prior: ``(C,)`` target label distribution (``None``: uniform, as in the official script).
+        weight: optional ``(C,)`` class weights (PyTorch semantics).
+        reduction: ``"none" | "mean" | "sum"``.
+
+    Returns:
+        The reduced loss (float32 for half/bfloat16 logits).
+    """
+    check_logits_target(logits, target)
+    check_class_counts(class_counts, num_classes=logits.shape[1])
+    return _affine_cross_entropy(logits, target, None, bayias_offset(class_counts, target_prior), weight, reduction)

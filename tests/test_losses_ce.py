@@ -1,0 +1,100 @@
+"""Cross-entropy baseline: PyTorch semantics, reductions, gradients, module twin, bad inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tailwise.functional import cross_entropy
+from tailwise.losses import CrossEntropyLoss
+from tailwise.registry import LOSSES
+
+C = 5
+
+
+def _batch(n: int = 12, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(n, C, generator=g, dtype=dtype), torch.randint(0, C, (n,), generator=g)
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_matches_torch_and_slow_loop(reduction: str, weighted: bool) -> None:
+    z, y = _batch()
+    w = torch.linspace(0.5, 2.0, C, dtype=torch.float64) if weighted else None
+    out = cross_entropy(z, y, weight=w, reduction=reduction)
+    torch.testing.assert_close(out, F.cross_entropy(z, y, weight=w, reduction=reduction), rtol=1e-12, atol=1e-12)
+    per = [-(torch.log_softmax(z[i], 0)[y[i]]) * (1.0 if w is None else w[y[i]]) for i in range(len(y))]
+    den = sum(1.0 if w is None else float(w[y[i]]) for i in range(len(y)))
+    ref = {"none": torch.stack(per), "sum": sum(per), "mean": sum(per) / den}[reduction]
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_soft_targets_and_label_smoothing() -> None:
+    z, y = _batch()
+    soft = torch.softmax(torch.randn(12, C, dtype=torch.float64), 1)
+    torch.testing.assert_close(cross_entropy(z, soft), F.cross_entropy(z, soft))
+    torch.testing.assert_close(cross_entropy(z, F.one_hot(y, C).double()), cross_entropy(z, y))
+    eps = 0.2
+    q = (1 - eps) * F.one_hot(y, C).double() + eps / C
+    torch.testing.assert_close(cross_entropy(z, y, label_smoothing=eps), cross_entropy(z, q))
+
+
+def test_gradcheck() -> None:
+    z, y = _batch(6)
+    w = torch.rand(C, dtype=torch.float64) + 0.1
+    assert torch.autograd.gradcheck(lambda t: cross_entropy(t, y, weight=w), (z.requires_grad_(),))
+
+
+def test_module_equals_functional_and_set_weight() -> None:
+    z, y = _batch()
+    w = torch.linspace(0.5, 2.0, C, dtype=torch.float64)
+    module = CrossEntropyLoss(reduction="sum", label_smoothing=0.1)
+    torch.testing.assert_close(module(z, y), cross_entropy(z, y, reduction="sum", label_smoothing=0.1))
+    module.set_weight(w)
+    torch.testing.assert_close(module(z, y), cross_entropy(z, y, w, "sum", 0.1))
+    module.set_weight(None)
+    assert module.weight is None
+
+
+def test_state_dict_round_trip_with_and_without_weight() -> None:
+    z, y = _batch()
+    saved = CrossEntropyLoss(weight=[1.0, 2.0, 3.0, 4.0, 5.0])
+    fresh = CrossEntropyLoss()
+    fresh.load_state_dict(saved.state_dict())
+    torch.testing.assert_close(fresh(z, y), saved(z, y))
+    fresh.load_state_dict(CrossEntropyLoss().state_dict())
+    assert fresh.weight is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_input_computes_in_float32(dtype: torch.dtype) -> None:
+    z, y = _batch(64, torch.float32)
+    zl = (z * 4).to(dtype)
+    out = cross_entropy(zl, y)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, F.cross_entropy(zl.float(), y), rtol=1e-6, atol=1e-6)
+
+
+def test_registry_builds_ce() -> None:
+    loss = LOSSES.build("ce", {"reduction": "none"}, class_counts=[5, 4, 3, 2, 1], num_classes=5)
+    assert isinstance(loss, CrossEntropyLoss)
+    with pytest.raises(ValueError, match="weight must be a 1-D tensor with 5 entries"):
+        loss.set_weight([1.0, 2.0])
+
+
+def test_bad_inputs() -> None:
+    z, y = _batch()
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\]"):
+        cross_entropy(z, torch.full((12,), 5))
+    with pytest.raises(ValueError, match="logits must be finite"):
+        cross_entropy(torch.full((12, C), float("nan")), y)
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        cross_entropy(z, y, reduction="avg")
+    with pytest.raises(ValueError, match="weight must be a 1-D tensor with 5 entries"):
+        cross_entropy(z, y, weight=torch.ones(3))
+    with pytest.raises(ValueError, match=r"label_smoothing must lie in \[0, 1\]"):
+        cross_entropy(z, y, label_smoothing=1.5)
+    with pytest.raises(TypeError, match="target must hold integer class indices"):
+        cross_entropy(z, y.to(torch.bool))

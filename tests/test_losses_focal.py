@@ -1,0 +1,107 @@
+"""Focal loss: standard form and the LDAM-repo variant, special cases, reductions, gradients, bad inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tailwise.functional import cross_entropy, focal_loss
+from tailwise.losses import FocalLoss
+from tailwise.registry import LOSSES
+
+C = 5
+
+
+def _batch(n: int = 14, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(4)
+    return 2 * torch.randn(n, C, generator=g, dtype=dtype), torch.randint(0, C, (n,), generator=g)
+
+
+W = torch.tensor([0.2, 0.5, 1.0, 1.5, 1.8], dtype=torch.float64)
+
+
+def _slow(z: torch.Tensor, y: torch.Tensor, gamma: float, w: torch.Tensor | None, reduction: str, variant: str) -> torch.Tensor:
+    per, den = [], 0.0
+    for i in range(len(y)):
+        wi = 1.0 if w is None else w[y[i]]
+        ce = -torch.log_softmax(z[i], 0)[y[i]]
+        if variant == "standard":
+            p = torch.softmax(z[i], 0)[y[i]]
+            per.append(wi * (1 - p) ** gamma * ce)
+            den += float(wi)
+        else:
+            l_i = wi * ce
+            per.append((1 - torch.exp(-l_i)) ** gamma * l_i)
+            den += 1.0
+    per_t = torch.stack(per)
+    return {"none": per_t, "sum": per_t.sum(), "mean": per_t.sum() / den}[reduction]
+
+
+@pytest.mark.parametrize("variant", ["standard", "ldam_repo"])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_slow_loop(variant: str, reduction: str, weighted: bool) -> None:
+    z, y = _batch()
+    w = W if weighted else None
+    out = focal_loss(z, y, gamma=1.5, weight=w, reduction=reduction, variant=variant)
+    torch.testing.assert_close(out, _slow(z, y, 1.5, w, reduction, variant), rtol=1e-12, atol=1e-12)
+    module = FocalLoss(1.5, weight=w, reduction=reduction, variant=variant)
+    torch.testing.assert_close(module(z, y), out)
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_gamma_zero_is_cross_entropy(reduction: str) -> None:
+    z, y = _batch()
+    torch.testing.assert_close(focal_loss(z, y, 0.0, W, reduction), cross_entropy(z, y, W, reduction))
+    torch.testing.assert_close(focal_loss(z, y, 0.0, None, reduction, "ldam_repo"), cross_entropy(z, y, None, reduction))
+
+
+def test_variants_agree_without_weights() -> None:
+    z, y = _batch()
+    for reduction in ("none", "mean", "sum"):
+        torch.testing.assert_close(
+            focal_loss(z, y, 2.0, reduction=reduction), focal_loss(z, y, 2.0, reduction=reduction, variant="ldam_repo")
+        )
+
+
+@pytest.mark.parametrize("variant", ["standard", "ldam_repo"])
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+def test_gradcheck(variant: str, gamma: float) -> None:
+    z, y = _batch(6)
+    assert torch.autograd.gradcheck(
+        lambda t: focal_loss(t, y, gamma, W, variant=variant), (z.clone().requires_grad_(),)
+    )
+
+
+def test_state_dict_and_registry() -> None:
+    z, y = _batch()
+    saved = FocalLoss(2.0, weight=W)
+    fresh = LOSSES.build("focal", {"gamma": 2.0}, class_counts=[1] * C, num_classes=C)
+    fresh.load_state_dict(saved.state_dict())
+    torch.testing.assert_close(fresh(z, y), saved(z, y))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision(dtype: torch.dtype) -> None:
+    z, y = _batch(64, torch.float32)
+    zl = z.to(dtype)
+    out = focal_loss(zl, y, 2.0)
+    assert out.dtype == torch.float32
+    p = torch.softmax(zl.float(), 1).gather(1, y[:, None]).squeeze(1)
+    ref = ((1 - p) ** 2 * F.cross_entropy(zl.float(), y, reduction="none")).mean()
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_inputs() -> None:
+    z, y = _batch()
+    with pytest.raises(ValueError, match="gamma must be a finite number >= 0"):
+        focal_loss(z, y, gamma=-1.0)
+    with pytest.raises(ValueError, match="variant must be one of"):
+        FocalLoss(variant="torchvision")
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        focal_loss(z, y, reduction="mean_weighted")
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\]"):
+        focal_loss(z, y + C)
+    with pytest.raises(ValueError, match="logits must be finite"):
+        focal_loss(torch.full_like(z, float("nan")), y)
