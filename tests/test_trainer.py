@@ -121,3 +121,16 @@ def test_nan_loss_stops_without_stepping(tmp_path: Path) -> None:
         trainer.train_epoch(0)
     for key, value in trainer.model.state_dict().items():
         assert torch.equal(value, before[key]) or not value.is_floating_point(), key
+
+
+def test_susceptibility_is_logged_and_resumable(tmp_path: Path) -> None:
+    cfg = small_config(epochs=2, extra=("train.susceptibility={batch_size: 32}",))
+    trainer = Trainer(cfg, run_dir=tmp_path, log=None)
+    trainer.fit()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all("zeta" in r and "susceptibility_r" in r for r in records)
+    assert records[0]["zeta"] == pytest.approx(records[0]["susceptibility_r"])
+    state = load_checkpoint(tmp_path / "last.pt")["components"]["susceptibility"]
+    assert state is not None
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['size'\] in train.susceptibility"):
+        Trainer(small_config(extra=("train.susceptibility={size: 3}",)), run_dir=tmp_path / "x", log=None)

@@ -89,7 +89,12 @@ class ScheduleConfig:
 
 @dataclass
 class TrainConfig:
-    """Loop settings. ``batch_size`` is the global batch (split evenly over DDP ranks)."""
+    """Loop settings. ``batch_size`` is the global batch (split evenly over DDP ranks).
+
+    ``susceptibility`` (e.g. ``{batch_size: 128, aggregation: running_mean}``) probes the model at the
+    start of every epoch with random labels on training inputs (Forouzesh et al., ICLR 2023) and logs
+    ``susceptibility_r`` and ``zeta`` per epoch.
+    """
 
     epochs: int = 200
     batch_size: int = 128
@@ -106,6 +111,7 @@ class TrainConfig:
     progress: bool = True
     threads: int | None = None
     plots: bool = True
+    susceptibility: dict[str, Any] | None = None
 
 
 @dataclass

@@ -234,6 +234,17 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group.setdefault("initial_lr", oc.lr)
 
+        self.susceptibility = None
+        if cfg.train.susceptibility is not None:
+            from tailwise.metrics import SusceptibilityTracker
+
+            opts = dict(cfg.train.susceptibility)
+            valid = ("batch_size", "aggregation", "train_mode", "use_optimizer_state")
+            unknown = [k for k in opts if k not in valid]
+            if unknown:
+                raise ConfigError(f"unknown key(s) {unknown} in train.susceptibility; valid keys: {list(valid)}")
+            self.susceptibility = SusceptibilityTracker(self.num_classes, **opts)
+
         self.use_amp = bool(cfg.train.amp) and dev.type == "cuda"
         amp_dtypes = {"bfloat16": torch.bfloat16, "float16": torch.float16}
         if cfg.train.amp_dtype not in amp_dtypes:
@@ -243,7 +254,8 @@ class Trainer:
 
     def components(self) -> dict[str, Any]:
         """The stateful components by role (``None`` where absent)."""
-        return {"loss": self.loss, "weights": self.weights, "sampler": self.sampler, "transform": self.transform}
+        return {"loss": self.loss, "weights": self.weights, "sampler": self.sampler, "transform": self.transform,
+                "susceptibility": self.susceptibility}
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -346,7 +358,7 @@ class Trainer:
             if not bool(torch.isfinite(loss.detach())):
                 if self.cfg.train.nan_policy == "error":
                     raise FloatingPointError(
-                        f"loss is {float(loss)} at epoch {epoch}, batch {start // local_bs}; the step was not applied "
+                        f"loss is {float(loss.detach())} at epoch {epoch}, batch {start // local_bs}; the step was not applied "
                         f"and the last checkpoint ({self.run_dir / 'last.pt'}) is intact"
                     )
                 totals[3] += 1
@@ -367,6 +379,18 @@ class Trainer:
         accuracy = math.nan if self.loss_needs_model else float(totals[1]) / count
         return {"train_loss": float(totals[0]) / count, "train_accuracy": accuracy,
                 "skipped_steps": int(totals[3])}
+
+    def _probe_susceptibility(self, epoch: int) -> dict[str, float]:
+        """Susceptibility probe at the start of the epoch (official order), on a fresh training batch."""
+        if self.susceptibility is None:
+            return {}
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(int(epoch_generator(self.cfg.train.seed, epoch, stream=10_007).initial_seed()))
+        n = self.train_x.shape[0]
+        idx = torch.randperm(n, generator=gen, device=self.device)[: self.susceptibility.batch_size]
+        x = self.augment(self.train_x[idx], generator=gen, train=True)
+        r = self.susceptibility.step(self.model, self.optimizer, x, generator=gen)
+        return {"susceptibility_r": float(r), "zeta": self.susceptibility.current()}
 
     def _progress(self, steps: range, epoch: int) -> Any:
         if not (self.cfg.train.progress and self.dist.is_main and sys.stderr.isatty()):
@@ -422,6 +446,7 @@ class Trainer:
             self.epoch = epoch
             t0 = time.perf_counter()
             self._set_epoch(epoch)
+            probe = self._probe_susceptibility(epoch)
             train_stats = self.train_epoch(epoch)
             train_time = time.perf_counter() - t0
             val_metrics, val_logits = self.evaluate("val")
@@ -437,6 +462,7 @@ class Trainer:
                 "epoch": epoch,
                 "lr": self.optimizer.param_groups[0]["lr"],
                 **train_stats,
+                **probe,
                 **{f"val_{k}": v for k, v in val_metrics.items() if not isinstance(v, list)},
                 "epoch_time": time.perf_counter() - t0,
                 "train_time": train_time,
