@@ -21,13 +21,16 @@ __all__ = [
     "check_class_counts",
     "check_finite",
     "check_in_choices",
+    "check_int",
     "check_logits_target",
     "check_positive",
     "check_probability",
+    "check_real",
     "check_reduction",
     "check_weight",
     "describe",
     "set_validation",
+    "to_float64_tensor",
     "validation_disabled",
     "validation_enabled",
 ]
@@ -96,6 +99,29 @@ def check_positive(name: str, value: float, *, allow_zero: bool = False) -> floa
     return v
 
 
+def check_real(name: str, value: float) -> float:
+    """Raise unless ``value`` is a finite real number (any sign); return it as ``float``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number; got {describe(value)}")
+    if not np.isfinite(float(value)):
+        raise ValueError(f"{name} must be finite; got {value!r}")
+    return float(value)
+
+
+def check_int(name: str, value: Any, *, minimum: int = 1) -> int:
+    """Raise unless ``value`` is an integer (not a bool) of at least ``minimum``; return it as ``int``.
+
+    Raises:
+        TypeError: ``value`` is not an integer.
+        ValueError: ``value`` is smaller than ``minimum``.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer >= {minimum}; got {describe(value)}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    return int(value)
+
+
 def check_probability(name: str, value: float, *, closed: bool = True) -> float:
     """Raise ``ValueError`` unless ``value`` lies in [0, 1] (or (0, 1) when ``closed`` is False)."""
     v = float(value)
@@ -112,6 +138,14 @@ def check_finite(name: str, tensor: Tensor) -> Tensor:
         n_bad = int((~torch.isfinite(tensor)).sum())
         raise ValueError(f"{name} must be finite; got {n_bad} NaN/Inf value(s) in a {describe(tensor)}")
     return tensor
+
+
+def to_float64_tensor(name: str, value: Sequence[float] | np.ndarray) -> Tensor:
+    """Convert a sequence or array of numbers to a float64 tensor, raising ``TypeError`` (naming ``name``) otherwise."""
+    try:
+        return torch.as_tensor(np.asarray(value, dtype=np.float64))
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be a 1-D sequence of numbers; got {describe(value)}") from err
 
 
 def check_class_counts(
@@ -136,10 +170,7 @@ def check_class_counts(
     if isinstance(class_counts, Tensor):
         counts = class_counts.detach().to(device="cpu", dtype=torch.float64)
     else:
-        try:
-            counts = torch.as_tensor(np.asarray(class_counts, dtype=np.float64))
-        except (TypeError, ValueError) as err:
-            raise TypeError(f"{name} must be a 1-D sequence of numbers; got {describe(class_counts)}") from err
+        counts = to_float64_tensor(name, class_counts)
     if counts.ndim != 1 or counts.numel() == 0:
         raise ValueError(f"{name} must be a non-empty 1-D sequence of counts; got shape {tuple(counts.shape)}")
     if num_classes is not None and counts.numel() != num_classes:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tailwise._validation import check_positive, describe
+from tailwise._validation import check_positive, check_reduction, describe
 from tailwise.registry import LOSSES
 
 __all__ = ["GaussianAugmentationLoss", "draw_gaussian_noises"]
@@ -38,6 +38,13 @@ def draw_gaussian_noises(
         raise ValueError(f"generator must live on the input's device ({x.device}); got a generator on {generator.device}")
     noise = torch.randn((num_noises, *x.shape), generator=generator, device=x.device, dtype=x.dtype)
     return noise * sigma
+
+
+def _noises_for(x: Tensor, num_noises: int, sigma: float, generator: torch.Generator | None, noises: Tensor | None) -> Tensor:
+    """The given ``noises`` (checked, on ``x``'s device and dtype), or ``num_noises`` fresh draws when ``None``."""
+    if noises is None:
+        return draw_gaussian_noises(x, num_noises, sigma, generator)
+    return _check_noises(noises, x, num_noises)
 
 
 def _check_noises(noises: Tensor, x: Tensor, num_noises: int) -> Tensor:
@@ -70,10 +77,8 @@ class GaussianAugmentationLoss(nn.Module):
         self.sigma = check_positive("sigma", sigma)
         if isinstance(num_noises, bool) or not isinstance(num_noises, int) or num_noises < 1:
             raise ValueError(f"num_noises must be an integer >= 1; got {num_noises!r}")
-        if reduction not in ("none", "mean", "sum"):
-            raise ValueError(f"reduction must be one of ['none', 'mean', 'sum']; got {reduction!r}")
         self.num_noises = num_noises
-        self.reduction = reduction
+        self.reduction = check_reduction(reduction)
 
     def forward(
         self,
@@ -88,10 +93,7 @@ class GaussianAugmentationLoss(nn.Module):
             raise TypeError(f"x must be a floating-point torch.Tensor; got {describe(x)}")
         if not isinstance(y, Tensor) or y.shape != (x.shape[0],):
             raise ValueError(f"y must be a tensor of shape ({x.shape[0]},); got {describe(y)}")
-        if noises is None:
-            noises = draw_gaussian_noises(x, self.num_noises, self.sigma, generator)
-        else:
-            noises = _check_noises(noises, x, self.num_noises)
+        noises = _noises_for(x, self.num_noises, self.sigma, generator, noises)
         m = noises.shape[0]
         inputs = (x.unsqueeze(0) + noises).reshape(m * x.shape[0], *x.shape[1:])
         logits = model(inputs)

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tailwise._validation import check_in_choices, check_positive, check_probability, describe
+from tailwise._validation import check_in_choices, check_int, check_positive, check_probability, describe
 
 __all__ = [
     "ABSTAIN",
@@ -72,14 +72,10 @@ def _scipy_stats() -> Any:
 
 
 def _check_count(name: str, value: Any, *, allow_zero: bool = True) -> int:
-    is_int_tensor = isinstance(value, Tensor) and value.numel() == 1 and not value.is_floating_point()
-    if isinstance(value, bool) or not (isinstance(value, (int, np.integer)) or is_int_tensor):
-        raise TypeError(f"{name} must be an integer; got {describe(value)}")
-    v = int(value)
-    if v < 0 or (v == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else ">= 1"
-        raise ValueError(f"{name} must be an integer {bound}; got {v}")
-    return v
+    """:func:`check_int` (``>= 0``, or ``>= 1`` without ``allow_zero``) that also accepts a one-element integer tensor."""
+    if isinstance(value, Tensor) and value.numel() == 1 and not value.is_floating_point():
+        value = int(value)
+    return check_int(name, value, minimum=0 if allow_zero else 1)
 
 
 def _check_alpha(alpha: float) -> float:

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tailwise._validation import check_logits_target, check_positive, describe, validation_enabled
-from tailwise.certify.gaussian_augmentation import _check_noises, draw_gaussian_noises
+from tailwise.certify.gaussian_augmentation import _noises_for
 from tailwise.registry import LOSSES
 
 __all__ = ["SmoothMixLoss", "smoothmix_train_step", "smoothmix_warmup"]
@@ -226,10 +226,7 @@ class SmoothMixLoss(nn.Module):
             )
         w = self.warmup_factor if warmup is None else check_positive("warmup", warmup, allow_zero=True)
         bsz = x.shape[0]
-        if noises is None:
-            noises = draw_gaussian_noises(x, self.num_noises, self.sigma, generator)
-        else:
-            noises = _check_noises(noises, x, self.num_noises)
+        noises = _noises_for(x, self.num_noises, self.sigma, generator, noises)
         if lam is None:
             lam = torch.rand(bsz, generator=generator, device=x.device, dtype=x.dtype) / 2
         else:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tailwise._validation import check_in_choices, describe
+from tailwise._validation import check_in_choices, check_int, describe
 
 __all__ = ["LT_CONVENTIONS", "LT_PROFILES", "long_tail_counts", "long_tail_subsample"]
 
@@ -32,12 +32,6 @@ LT_PROFILES = ("exp", "step")
 LT_CONVENTIONS = ("ldam", "cdb")
 
 
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer >= {minimum}; got {describe(value)}")
-    if int(value) < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return int(value)
 
 
 def long_tail_counts(n_max: int, num_classes: int, rho: float, profile: str = "exp") -> list[int]:
@@ -60,8 +54,8 @@ def long_tail_counts(n_max: int, num_classes: int, rho: float, profile: str = "e
     Raises:
         ValueError: ``rho < 1``, a non-positive ``n_max`` / ``num_classes`` or an unknown profile.
     """
-    n_max = _check_int("n_max", n_max, 1)
-    num_classes = _check_int("num_classes", num_classes, 1)
+    n_max = check_int("n_max", n_max)
+    num_classes = check_int("num_classes", num_classes)
     check_in_choices("profile", profile, LT_PROFILES)
     if isinstance(rho, bool) or not isinstance(rho, (int, float, np.integer, np.floating)):
         raise TypeError(f"rho must be a number >= 1; got {describe(rho)}")

@@ -33,6 +33,7 @@ from torch import Tensor
 
 from tailwise._validation import check_in_choices, check_logits_target, check_positive, check_reduction, check_weight
 from tailwise.functional._reduce import reduce_loss
+from tailwise.functional.ce import _compute_logits
 
 __all__ = [
     "CALS_PENALTIES",
@@ -152,10 +153,6 @@ CALS_PENALTIES: dict[str, PenaltyFn] = {
 }
 
 
-def _compute_dtype(logits: Tensor) -> Tensor:
-    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
-
-
 def cals_constraints(logits: Tensor, margin: float = 10.0, normalize: bool = True) -> Tensor:
     r"""Margin constraints :math:`h_{ij} = (\max_k z_{ik} - z_{ij} - m)/m` (or without ``/m``).
 
@@ -170,7 +167,7 @@ def cals_constraints(logits: Tensor, margin: float = 10.0, normalize: bool = Tru
         ``[N, C]`` constraint values (the constraint is :math:`h \le 0`).
     """
     margin = check_positive("margin", margin)
-    z = _compute_dtype(logits)
+    z = _compute_logits(logits)
     h = z.amax(dim=-1, keepdim=True) - z - margin
     return h / margin if normalize else h
 
@@ -238,7 +235,7 @@ def cals_loss(
     weight = check_weight(weight, num_classes)
     lam = _check_vector("lambd", lambd, num_classes)
     r = _check_vector("rho", rho, num_classes)
-    z = _compute_dtype(logits)
+    z = _compute_logits(logits)
     target = target.long()
     ce = F.cross_entropy(z, target, reduction="none")
     sample_weight = None if weight is None else weight.to(device=z.device, dtype=z.dtype)[target]

@@ -40,6 +40,7 @@ from tailwise._validation import (
     check_positive,
     check_weight,
     describe,
+    to_float64_tensor,
 )
 from tailwise.class_counts import normalize_to_num_classes
 from tailwise.functional._reduce import reduce_loss
@@ -63,13 +64,7 @@ _ACC_OFFSET = 0.01  # the "+ 0.01" of both official dynamic-tau formulas
 
 
 def _as_vector(name: str, value: Sequence[float] | Tensor | np.ndarray) -> Tensor:
-    if isinstance(value, Tensor):
-        t = value.detach()
-    else:
-        try:
-            t = torch.as_tensor(np.asarray(value, dtype=np.float64))
-        except (TypeError, ValueError) as err:
-            raise TypeError(f"{name} must be a 1-D sequence of numbers; got {describe(value)}") from err
+    t = value.detach() if isinstance(value, Tensor) else to_float64_tensor(name, value)
     if t.ndim != 1 or t.numel() == 0:
         raise ValueError(f"{name} must be a non-empty 1-D tensor (one entry per class); got {describe(value)}")
     if not t.is_floating_point():

@@ -56,7 +56,15 @@ def class_balanced_loss(
     check_logits_target(logits, target)
     check_in_choices("loss_type", loss_type, CB_LOSS_TYPES)
     counts = check_class_counts(class_counts, num_classes=logits.shape[1])
-    weight = effective_number_weights(counts, beta)
+    return _weighted_base_loss(
+        logits, target, effective_number_weights(counts, beta), loss_type, gamma, reduction, focal_variant
+    )
+
+
+def _weighted_base_loss(
+    logits: Tensor, target: Tensor, weight: Tensor, loss_type: str, gamma: float, reduction: str, focal_variant: str
+) -> Tensor:
+    """The class-weighted base loss of the class-balanced loss: focal (``loss_type="focal"``) or cross-entropy."""
     if loss_type == "focal":
         return focal_loss(logits, target, gamma=gamma, weight=weight, reduction=reduction, variant=focal_variant)
     return cross_entropy(logits, target, weight=weight, reduction=reduction)

@@ -32,9 +32,9 @@ from tailwise._validation import (
     check_class_counts,
     check_logits_target,
     check_positive,
+    check_real,
     check_reduction,
     check_weight,
-    describe,
 )
 from tailwise.class_counts import class_priors
 from tailwise.functional.ce import _compute_logits, _vector_like
@@ -44,13 +44,6 @@ __all__ = ["cdt_loss", "logit_adjusted_loss", "vs_adjustments", "vs_loss"]
 CountsLike = Sequence[float] | Tensor | np.ndarray
 
 
-def _check_real(name: str, value: float) -> float:
-    """A finite real number (any sign)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number; got {describe(value)}")
-    if not np.isfinite(float(value)):
-        raise ValueError(f"{name} must be finite; got {value!r}")
-    return float(value)
 
 
 def vs_adjustments(class_counts: CountsLike, gamma: float = 0.2, tau: float = 1.2) -> tuple[Tensor, Tensor]:
@@ -67,7 +60,7 @@ def vs_adjustments(class_counts: CountsLike, gamma: float = 0.2, tau: float = 1.
     """
     counts = check_class_counts(class_counts)
     gamma = check_positive("gamma", gamma, allow_zero=True)
-    tau = _check_real("tau", tau)
+    tau = check_real("tau", tau)
     delta = (counts / counts.max()).pow(gamma)
     iota = tau * torch.log(class_priors(counts))
     return delta, iota

@@ -9,9 +9,8 @@ from torch import Tensor, nn
 
 from tailwise._validation import check_class_counts, check_in_choices, check_positive, check_reduction
 from tailwise.class_counts import effective_number_weights
-from tailwise.functional.ce import cross_entropy
-from tailwise.functional.class_balanced import CB_LOSS_TYPES
-from tailwise.functional.focal import FOCAL_VARIANTS, focal_loss
+from tailwise.functional.class_balanced import CB_LOSS_TYPES, _weighted_base_loss
+from tailwise.functional.focal import FOCAL_VARIANTS
 from tailwise.registry import LOSSES
 
 __all__ = ["ClassBalancedLoss"]
@@ -56,9 +55,9 @@ class ClassBalancedLoss(nn.Module):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Class-balanced loss of ``logits`` ``(N, C)`` against ``target`` ``(N,)``."""
-        if self.loss_type == "focal":
-            return focal_loss(logits, target, self.gamma, self.class_weight, self.reduction, self.focal_variant)
-        return cross_entropy(logits, target, self.class_weight, self.reduction)
+        return _weighted_base_loss(
+            logits, target, self.class_weight, self.loss_type, self.gamma, self.reduction, self.focal_variant
+        )
 
     def extra_repr(self) -> str:
         return f"beta={self.beta}, loss_type={self.loss_type!r}, gamma={self.gamma}, reduction={self.reduction!r}"

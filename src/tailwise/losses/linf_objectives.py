@@ -22,7 +22,7 @@ the geometric ``p`` ramp ``8 → 1000`` followed by ``p = ∞``, the linear ``ε
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tailwise._validation import check_logits_target, check_positive, check_probability, describe
+from tailwise.functional.ce import _compute_logits
 from tailwise.registry import LOSSES
 
 __all__ = [
@@ -51,23 +52,19 @@ def _check_inputs(outputs: Tensor, worst: Tensor, targets: Tensor) -> None:
         raise ValueError(f"worst must have the shape of outputs {tuple(outputs.shape)}; got {describe(worst)}")
 
 
-def _wide(t: Tensor) -> Tensor:
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
-
-
 def linf_mixture_loss(outputs: Tensor, worst: Tensor, targets: Tensor, lam: float, clip: float = 1.0) -> Tensor:
     """v2 objective ``mean_b max_j clamp(worst_bj, 0, clip) + λ·CE(outputs, y)`` (Zhang et al., ICLR 2022)."""
     _check_inputs(outputs, worst, targets)
     clip = check_positive("clip", clip)
-    hinge = _wide(worst).clamp(0.0, clip).max(dim=1).values.mean()
-    return hinge + lam * F.cross_entropy(_wide(outputs), targets)
+    hinge = _compute_logits(worst).clamp(0.0, clip).max(dim=1).values.mean()
+    return hinge + lam * F.cross_entropy(_compute_logits(outputs), targets)
 
 
 def linf_hinge_loss(outputs: Tensor, worst: Tensor, targets: Tensor, mix: float = 0.25) -> Tensor:
     """v1 hinge ``(1 − mix)·mean_b max_j [worst]_+ + mix·mean_{b,j} [worst]_+`` (Zhang et al., ICML 2021)."""
     _check_inputs(outputs, worst, targets)
     mix = check_probability("mix", mix)
-    pos = _wide(worst).clamp(min=0.0)
+    pos = _compute_logits(worst).clamp(min=0.0)
     return (1.0 - mix) * pos.max(dim=1).values.mean() + mix * pos.mean()
 
 
@@ -75,7 +72,7 @@ def linf_crossentropy(outputs: Tensor, worst: Tensor, targets: Tensor, mix: floa
     """Cross-entropy on the worst case ``(1 − mix)·CE(worst, y) + mix·CE(outputs, y)``."""
     _check_inputs(outputs, worst, targets)
     mix = check_probability("mix", mix)
-    return (1.0 - mix) * F.cross_entropy(_wide(worst), targets) + mix * F.cross_entropy(_wide(outputs), targets)
+    return (1.0 - mix) * F.cross_entropy(_compute_logits(worst), targets) + mix * F.cross_entropy(_compute_logits(outputs), targets)
 
 
 @LOSSES.register("linf_mixture")
@@ -118,13 +115,13 @@ class LinfMixtureLoss(nn.Module):
         return f"lam0={self.lam0}, lam_end={self.lam_end}, clip={self.clip}, lam={self.lam:.4g}"
 
 
-@LOSSES.register("linf_hinge")
-class LinfHingeLoss(nn.Module):
-    """v1 hinge objective of l_inf-distance nets (official ``hinge``); see :func:`linf_hinge_loss`."""
+class _LinfMixObjective(nn.Module):
+    """A ``mix``-weighted l_inf-net objective without schedule: ``loss(outputs, worst, targets)`` calls ``_objective``."""
 
     needs_worst = True
+    _objective: Callable[[Tensor, Tensor, Tensor, float], Tensor]
 
-    def __init__(self, mix: float = 0.25) -> None:
+    def __init__(self, mix: float) -> None:
         super().__init__()
         self.mix = check_probability("mix", mix)
 
@@ -132,24 +129,27 @@ class LinfHingeLoss(nn.Module):
         """No schedule (kept for a uniform interface with :class:`LinfMixtureLoss`)."""
 
     def forward(self, outputs: Tensor, worst: Tensor, targets: Tensor) -> Tensor:
-        return linf_hinge_loss(outputs, worst, targets, self.mix)
+        return self._objective(outputs, worst, targets, self.mix)
+
+
+@LOSSES.register("linf_hinge")
+class LinfHingeLoss(_LinfMixObjective):
+    """v1 hinge objective of l_inf-distance nets (official ``hinge``); see :func:`linf_hinge_loss`."""
+
+    _objective = staticmethod(linf_hinge_loss)
+
+    def __init__(self, mix: float = 0.25) -> None:
+        super().__init__(mix)
 
 
 @LOSSES.register("linf_crossentropy")
-class LinfCrossEntropyLoss(nn.Module):
+class LinfCrossEntropyLoss(_LinfMixObjective):
     """Worst-case cross-entropy (official ``crossentropy``); see :func:`linf_crossentropy`."""
 
-    needs_worst = True
+    _objective = staticmethod(linf_crossentropy)
 
     def __init__(self, mix: float = 0.0) -> None:
-        super().__init__()
-        self.mix = check_probability("mix", mix)
-
-    def update(self, ratio: float) -> None:
-        """No schedule (kept for a uniform interface with :class:`LinfMixtureLoss`)."""
-
-    def forward(self, outputs: Tensor, worst: Tensor, targets: Tensor) -> Tensor:
-        return linf_crossentropy(outputs, worst, targets, self.mix)
+        super().__init__(mix)
 
 
 class LinfScheduleState(NamedTuple):

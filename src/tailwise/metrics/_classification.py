@@ -8,25 +8,14 @@ which sums exactly over batches and over ranks.
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
 import torch
 from torch import Tensor
 
-from tailwise._validation import check_logits_target, describe, validation_enabled
+from tailwise._validation import check_int, check_logits_target, describe, validation_enabled
 from tailwise.metrics._base import Metric
 
 _INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
-
-def check_int(name: str, value: Any, *, minimum: int = 1) -> int:
-    """Raise unless ``value`` is an integer (not a bool) of at least ``minimum``; return it as ``int``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer >= {minimum}; got {describe(value)}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return int(value)
 
 
 def to_predictions(preds: Tensor, target: Tensor, num_classes: int | None = None) -> tuple[Tensor, Tensor, int]:

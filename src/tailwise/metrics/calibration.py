@@ -121,6 +121,15 @@ def _to_probabilities(
     return x
 
 
+def _binned_error_probabilities(
+    probs_or_logits: Tensor, target: Tensor, n_bins: int, norm: Norm, input: InputKind
+) -> Tensor:
+    """Validate the arguments of a binned calibration error and return the float64 probabilities."""
+    _check_n_bins(n_bins)
+    check_in_choices("norm", norm, NORMS)
+    return _to_probabilities(probs_or_logits, target, input, name="probs_or_logits")
+
+
 def _out_dtype(scores: Tensor) -> torch.dtype:
     return torch.promote_types(scores.dtype, torch.float32)
 
@@ -229,9 +238,7 @@ def expected_calibration_error(
     Returns:
         0-d tensor in the input's floating dtype (at least float32).
     """
-    _check_n_bins(n_bins)
-    check_in_choices("norm", norm, NORMS)
-    probs = _to_probabilities(probs_or_logits, target, input, name="probs_or_logits")
+    probs = _binned_error_probabilities(probs_or_logits, target, n_bins, norm, input)
     return _top_label_ece(probs, target, n_bins, norm).to(_out_dtype(probs_or_logits))
 
 
@@ -266,9 +273,7 @@ def adaptive_calibration_error(
     confidences share a bin and leaves the smallest confidence out; the chunk rule here always covers
     every sample. With ``N < M`` the empty chunks contribute nothing.
     """
-    _check_n_bins(n_bins)
-    check_in_choices("norm", norm, NORMS)
-    probs = _to_probabilities(probs_or_logits, target, input, name="probs_or_logits")
+    probs = _binned_error_probabilities(probs_or_logits, target, n_bins, norm, input)
     conf, correct = _top_label(probs, target)
     count, conf_sum, corr_sum = _equal_mass_sums(conf, correct, n_bins)
     return _reduce_bins(count, conf_sum, corr_sum, float(conf.numel()), norm).to(_out_dtype(probs_or_logits))
@@ -294,9 +299,7 @@ def classwise_calibration_error(
     ``norm`` is applied per class before the mean. A probability of exactly 0 goes to the first bin
     (the CALS code drops it).
     """
-    _check_n_bins(n_bins)
-    check_in_choices("norm", norm, NORMS)
-    probs = _to_probabilities(probs_or_logits, target, input, name="probs_or_logits")
+    probs = _binned_error_probabilities(probs_or_logits, target, n_bins, norm, input)
     count, conf_sum, corr_sum = _classwise_sums(probs, target, n_bins)
     per_class = _reduce_bins(count, conf_sum, corr_sum, float(probs.shape[0]), norm)
     return per_class.mean().to(_out_dtype(probs_or_logits))

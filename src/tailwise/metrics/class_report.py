@@ -17,11 +17,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tailwise._validation import check_in_choices
+from tailwise._validation import check_in_choices, check_int
 from tailwise.metrics._classification import (
     ConfusionMatrixState,
     accuracy_from_confmat,
-    check_int,
     confusion_counts,
     nanmean,
     recall_from_confmat,

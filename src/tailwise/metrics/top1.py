@@ -12,8 +12,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from tailwise._validation import check_int
 from tailwise.metrics._base import Metric
-from tailwise.metrics._classification import check_int, to_predictions
+from tailwise.metrics._classification import to_predictions
 
 __all__ = ["Accuracy", "accuracy"]
 

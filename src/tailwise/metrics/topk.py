@@ -12,9 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from tailwise._validation import check_logits_target
+from tailwise._validation import check_int, check_logits_target
 from tailwise.metrics._base import Metric
-from tailwise.metrics._classification import check_int
 
 __all__ = ["TopKAccuracy", "top_k_accuracy"]
 

@@ -13,18 +13,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from tailwise._validation import check_in_choices, check_probability
-from tailwise.models._common import check_int, check_int_tuple
-from tailwise.models.heads import HEADS, HeadName, build_head
+from tailwise._validation import check_int
+from tailwise.models._common import (
+    FeatureClassifier,
+    check_dropout,
+    check_int_tuple,
+    check_model_args,
+    conv_bn_relu_pool,
+    hidden_fc,
+)
+from tailwise.models.heads import HeadName
 from tailwise.registry import MODELS
 
 __all__ = ["CNN1D"]
 
 
 @MODELS.register("cnn1d")
-class CNN1D(nn.Module):
+class CNN1D(FeatureClassifier):
     """Conv1d-BN-ReLU-pool blocks, a hidden fully connected layer, then the head.
 
     Args:
@@ -56,26 +63,12 @@ class CNN1D(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        num_classes = check_int("num_classes", num_classes)
-        in_channels = check_int("in_channels", in_channels)
-        check_in_choices("head", head, HEADS)
+        num_classes, in_channels = check_model_args(num_classes, in_channels, head)
         length = check_int("input_length", input_length)
         chans = check_int_tuple("channels", channels)
         hidden_dim = check_int("hidden_dim", hidden_dim)
-        dropout = check_probability("dropout", dropout)
-        if dropout == 1.0:
-            raise ValueError(f"dropout must lie in [0, 1); got {dropout!r}")
-        blocks: list[nn.Module] = []
-        prev = in_channels
-        for c in chans:
-            blocks += [
-                nn.Conv1d(prev, c, kernel_size=3, padding=1, bias=False),
-                nn.BatchNorm1d(c),
-                nn.ReLU(inplace=True),
-                nn.MaxPool1d(2),
-            ]
-            prev = c
-            length //= 2
+        dropout = check_dropout(dropout)
+        length //= 2 ** len(chans)
         if length < 1:
             raise ValueError(
                 f"input_length must be at least 2**{len(chans)} = {2 ** len(chans)} for {len(chans)} pooling "
@@ -83,22 +76,12 @@ class CNN1D(nn.Module):
             )
         self.num_classes = num_classes
         self.in_channels = in_channels
-        self.conv = nn.Sequential(*blocks)
-        self.fc = nn.Sequential(
-            nn.Flatten(1),
-            nn.Linear(prev * length, hidden_dim),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-        )
-        self.feature_dim = hidden_dim
-        self.classifier = build_head(head, hidden_dim, num_classes)
+        self.conv = conv_bn_relu_pool(in_channels, chans, ndim=1)
+        self.fc = hidden_fc((chans[-1] if chans else in_channels) * length, hidden_dim, dropout)
+        self._set_head(head, hidden_dim, num_classes)
 
     def features(self, x: Tensor) -> Tensor:
         """Penultimate features ``(N, feature_dim)``; a 2-D ``(N, L)`` input is read as one channel."""
         if x.ndim == 2 and self.in_channels == 1:
             x = x.unsqueeze(1)
         return self.fc(self.conv(x))
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Logits ``(N, num_classes)`` = ``classifier(features(x))``."""
-        return self.classifier(self.features(x))

@@ -18,8 +18,7 @@ from typing import Literal
 
 from torch import nn
 
-from tailwise._validation import check_in_choices, describe
-from tailwise.models._common import check_int
+from tailwise._validation import check_in_choices, check_int, describe
 
 __all__ = ["HEADS", "HeadName", "build_head", "replace_classifier"]
 

@@ -12,16 +12,16 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from tailwise._validation import check_in_choices, check_probability
-from tailwise.models._common import check_int, check_int_tuple
-from tailwise.models.heads import HEADS, HeadName, build_head
+from tailwise._validation import check_int
+from tailwise.models._common import FeatureClassifier, check_dropout, check_int_tuple, check_model_args
+from tailwise.models.heads import HeadName
 from tailwise.registry import MODELS
 
 __all__ = ["MLP"]
 
 
 @MODELS.register("mlp")
-class MLP(nn.Module):
+class MLP(FeatureClassifier):
     """Fully connected network on ``x.flatten(1)``.
 
     Args:
@@ -57,9 +57,7 @@ class MLP(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        num_classes = check_int("num_classes", num_classes)
-        in_channels = check_int("in_channels", in_channels)
-        check_in_choices("head", head, HEADS)
+        num_classes, in_channels = check_model_args(num_classes, in_channels, head)
         if input_dim is None:
             flat = in_channels * 28 * 28
         else:
@@ -71,9 +69,7 @@ class MLP(nn.Module):
         else:
             layers = 2 if depth is None else check_int("depth", depth, minimum=0)
             widths = check_int_tuple("hidden_dims", hidden_dims, layers) if layers else ()
-        dropout = check_probability("dropout", dropout)
-        if dropout == 1.0:
-            raise ValueError(f"dropout must lie in [0, 1); got {dropout!r}")
+        dropout = check_dropout(dropout)
         body: list[nn.Module] = [nn.Flatten(1)]
         prev = flat
         for width in widths:
@@ -87,8 +83,7 @@ class MLP(nn.Module):
         self.num_classes = num_classes
         self.input_dim = flat
         self.body = nn.Sequential(*body)
-        self.feature_dim = prev
-        self.classifier = build_head(head, prev, num_classes)
+        self._set_head(head, prev, num_classes)
 
     def features(self, x: Tensor) -> Tensor:
         """Penultimate features ``(N, feature_dim)`` (the flattened input when there is no hidden layer)."""
@@ -97,7 +92,3 @@ class MLP(nn.Module):
                 f"x must have input_dim = {self.input_dim} elements per sample; got shape {tuple(x.shape)}"
             )
         return self.body(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Logits ``(N, num_classes)`` = ``classifier(features(x))``."""
-        return self.classifier(self.features(x))

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tailwise.models._common import check_int
+from tailwise._validation import check_int
 
 __all__ = ["NormedLinear"]
 

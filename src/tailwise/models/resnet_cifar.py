@@ -29,9 +29,9 @@ from typing import Literal
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tailwise._validation import check_in_choices
-from tailwise.models._common import check_int
-from tailwise.models.heads import HeadName, build_head
+from tailwise._validation import check_in_choices, check_int
+from tailwise.models._common import FeatureClassifier, check_model_args
+from tailwise.models.heads import HeadName
 from tailwise.registry import MODELS
 
 __all__ = [
@@ -105,7 +105,7 @@ class BasicBlock(nn.Module):
 
 
 @MODELS.register("resnet_cifar")
-class CifarResNet(nn.Module):
+class CifarResNet(FeatureClassifier):
     """CIFAR ResNet of depth ``6n + 2`` (He et al., 2016, §4.2; Idelbayev's code as used by LDAM-DRW).
 
     Args:
@@ -138,9 +138,7 @@ class CifarResNet(nn.Module):
         depth = check_int("depth", depth, minimum=8)
         if (depth - 2) % 6 != 0:
             raise ValueError(f"depth must be 6n + 2 (20, 32, 44, 56, 110, ...); got {depth}")
-        num_classes = check_int("num_classes", num_classes)
-        in_channels = check_int("in_channels", in_channels)
-        check_in_choices("head", head, ("linear", "normed"))
+        num_classes, in_channels = check_model_args(num_classes, in_channels, head)
         check_in_choices("shortcut", shortcut, ("A", "B"))
         if len(widths) != 3:
             raise ValueError(f"widths must have 3 entries (one per stage); got {widths!r}")
@@ -153,8 +151,7 @@ class CifarResNet(nn.Module):
         self.layer1 = self._make_stage(w1, w1, blocks, 1, shortcut)
         self.layer2 = self._make_stage(w1, w2, blocks, 2, shortcut)
         self.layer3 = self._make_stage(w2, w3, blocks, 2, shortcut)
-        self.feature_dim = w3
-        self.classifier = build_head(head, w3, num_classes)
+        self._set_head(head, w3, num_classes)
         self.apply(_kaiming_init)
 
     @staticmethod
@@ -168,10 +165,6 @@ class CifarResNet(nn.Module):
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.layer3(self.layer2(self.layer1(out)))
         return F.adaptive_avg_pool2d(out, 1).flatten(1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Logits ``(N, num_classes)`` = ``classifier(features(x))``."""
-        return self.classifier(self.features(x))
 
 
 def _kaiming_init(module: nn.Module) -> None:

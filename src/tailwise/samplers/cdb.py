@@ -55,12 +55,9 @@ class CDBSampler(ClassProbabilitySampler):
         epsilon: the difficulty clamp.
         initial: distribution before the first :meth:`update_from_validation`: ``"class_balanced"``
             (default) or ``"instance"``.
-        num_replicas: number of processes.
-        rank: this process's rank.
-        seed: base seed. The draw of an epoch is a pure function of ``(seed, epoch)`` and the stored
-            difficulty, which :meth:`state_dict` saves.
-        num_samples: global draws per epoch (default ``len(labels)``).
-        drop_last: trim instead of pad for the distributed shard.
+        num_replicas, rank, seed, num_samples, drop_last: as in :class:`ClassProbabilitySampler`. The draw
+            of an epoch is a pure function of ``(seed, epoch)`` and the stored difficulty, which
+            :meth:`state_dict` saves.
 
     Under DDP call :meth:`update_from_validation` on every rank with the validation logits gathered
     over ranks (the trainer does), so all ranks hold the same difficulty and draw the same sequence.
@@ -128,7 +125,7 @@ class CDBSampler(ClassProbabilitySampler):
 
     def state_dict(self) -> dict[str, Any]:
         """Epoch, seed and the measured difficulty: all that determines the draw."""
-        return {"epoch": self.epoch, "seed": self.seed, "difficulty": self.difficulty.clone(), "measured": self.measured}
+        return {**super().state_dict(), "difficulty": self.difficulty.clone(), "measured": self.measured}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` and rebuild the class probabilities."""

@@ -23,12 +23,8 @@ class ClassBalancedSampler(ClassProbabilitySampler):
 
     Args:
         labels: 1-D integer training labels.
-        num_classes: number of classes (``max(labels) + 1`` when omitted); absent classes are never drawn.
-        num_replicas: number of processes.
-        rank: this process's rank.
-        seed: base seed; the draw of an epoch is a pure function of ``(seed, epoch)``.
-        num_samples: global draws per epoch (default ``len(labels)``).
-        drop_last: trim instead of pad for the distributed shard.
+        num_classes, num_replicas, rank, seed, num_samples, drop_last: as in :class:`ClassProbabilitySampler`
+            (absent classes are never drawn).
     """
 
     def __init__(

@@ -11,18 +11,17 @@ but it costs :math:`O(K)` instead of :math:`O(N)` per draw and has no limit on t
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Sampler
 
-from tailwise._validation import describe
+from tailwise._validation import describe, to_float64_tensor
 from tailwise.class_counts import class_counts_from_labels
 from tailwise.registry import SAMPLERS
-from tailwise.samplers.shuffle import epoch_generator, shard_indices
+from tailwise.samplers.shuffle import _EpochShardedSampler, epoch_generator
 
 __all__ = ["ClassProbabilitySampler"]
 
@@ -35,7 +34,7 @@ def _labels_tensor(labels: Any) -> Tensor:
 
 
 @SAMPLERS.register("class_probability")
-class ClassProbabilitySampler(Sampler[int]):
+class ClassProbabilitySampler(_EpochShardedSampler):
     r"""Draw ``num_samples`` dataset indices per epoch: class :math:`c \sim p`, then uniform within :math:`c`.
 
     Draws are i.i.d. with replacement. The draw of an epoch is a pure function of ``(seed, epoch)`` and
@@ -54,6 +53,10 @@ class ClassProbabilitySampler(Sampler[int]):
         seed: base seed.
         num_samples: global number of draws per epoch (default ``len(labels)``).
         drop_last: trim instead of pad when ``num_samples`` is not a multiple of ``num_replicas``.
+
+    A subclass says how its class probabilities are computed by overriding
+    :meth:`_default_class_probs` (used when ``class_probs`` is ``None``) and passes the shared
+    arguments on to this constructor.
     """
 
     def __init__(
@@ -79,26 +82,18 @@ class ClassProbabilitySampler(Sampler[int]):
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"num_samples must be a positive int; got {describe(num_samples)}")
         self.num_samples = int(n)
-        self.num_replicas = int(num_replicas)
-        self.rank = int(rank)
-        self.seed = int(seed)
-        self.drop_last = bool(drop_last)
-        self.epoch = 0
-        shard_indices(torch.arange(1), self.num_replicas, self.rank)  # validates rank / num_replicas
+        self._init_sharding(num_replicas, rank, seed, drop_last)
         if self.drop_last and self.num_samples < self.num_replicas:
             raise ValueError(f"num_samples must be >= num_replicas with drop_last; got {self.num_samples} < {self.num_replicas}")
-        self.class_probs = torch.full((self.num_classes,), 1.0 / self.num_classes, dtype=torch.float64)
-        self.set_class_probs(
-            class_probs if class_probs is not None else (self.class_counts > 0).to(torch.float64)
-        )
+        self.set_class_probs(class_probs if class_probs is not None else self._default_class_probs())
+
+    def _default_class_probs(self) -> Tensor:
+        """The class probabilities when none are given (any non-negative scale): uniform over present classes."""
+        return (self.class_counts > 0).to(torch.float64)
 
     def set_class_probs(self, class_probs: Tensor | Sequence[float]) -> None:
         """Replace the class probabilities (normalised to sum 1); used from the next draw on."""
-        try:
-            p = torch.as_tensor(np.asarray(class_probs.detach().cpu() if isinstance(class_probs, Tensor) else class_probs,
-                                           dtype=np.float64))
-        except (TypeError, ValueError) as err:
-            raise TypeError(f"class_probs must be a 1-D sequence of numbers; got {describe(class_probs)}") from err
+        p = to_float64_tensor("class_probs", class_probs.detach().cpu() if isinstance(class_probs, Tensor) else class_probs)
         if p.shape != (self.num_classes,):
             raise ValueError(f"class_probs must have one entry per class ({self.num_classes}); got {describe(class_probs)}")
         if not bool(torch.isfinite(p).all()) or bool((p < 0).any()):
@@ -111,10 +106,6 @@ class ClassProbabilitySampler(Sampler[int]):
             raise ValueError(f"class_probs must be 0 for classes with no training sample; got positive probability for classes {bad}")
         self.class_probs = p / p.sum()
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the draw of ``epoch``."""
-        self.epoch = int(epoch)
-
     def global_indices(self) -> Tensor:
         """The ``num_samples`` draws of this epoch, before sharding (int64)."""
         g = epoch_generator(self.seed, self.epoch)
@@ -124,22 +115,5 @@ class ClassProbabilitySampler(Sampler[int]):
         within = torch.minimum((u * counts).long(), counts - 1)
         return self._order[self._starts[cls] + within]
 
-    def indices(self) -> Tensor:
-        """This rank's indices for the current epoch."""
-        return shard_indices(self.global_indices(), self.num_replicas, self.rank, self.drop_last)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices().tolist())
-
-    def __len__(self) -> int:
-        n, w = self.num_samples, self.num_replicas
-        return n // w if self.drop_last else -(-n // w)
-
-    def state_dict(self) -> dict[str, Any]:
-        """Epoch and seed (the class probabilities are configuration, rebuilt by the constructor)."""
-        return {"epoch": self.epoch, "seed": self.seed}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`."""
-        self.epoch = int(state["epoch"])
-        self.seed = int(state["seed"])
+    def _global_size(self) -> int:
+        return self.num_samples

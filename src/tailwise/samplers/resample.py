@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor
 
 from tailwise.class_counts import effective_number_weights
@@ -31,12 +32,8 @@ class EffectiveNumberResampler(ClassProbabilitySampler):
     Args:
         labels: 1-D integer training labels.
         beta: effective-number hyper-parameter (official 0.9999).
-        num_classes: number of classes (``max(labels) + 1`` when omitted).
-        num_replicas: number of processes.
-        rank: this process's rank.
-        seed: base seed; the draw of an epoch is a pure function of ``(seed, epoch)``.
-        num_samples: global draws per epoch (default ``len(labels)``, as in the official code).
-        drop_last: trim instead of pad for the distributed shard.
+        num_classes, num_replicas, rank, seed, num_samples, drop_last: as in :class:`ClassProbabilitySampler`
+            (``num_samples`` defaults to ``len(labels)``, as in the official code).
     """
 
     def __init__(
@@ -50,10 +47,12 @@ class EffectiveNumberResampler(ClassProbabilitySampler):
         num_samples: int | None = None,
         drop_last: bool = False,
     ) -> None:
-        super().__init__(labels, None, num_classes, num_replicas, rank, seed, num_samples, drop_last)
         self.beta = float(beta)
-        counts = self.class_counts.to(self.class_probs.dtype)
+        super().__init__(labels, None, num_classes, num_replicas, rank, seed, num_samples, drop_last)
+
+    def _default_class_probs(self) -> Tensor:
+        counts = self.class_counts.to(torch.float64)
         present = counts > 0
         probs = counts.new_zeros(counts.shape)
         probs[present] = counts[present] * effective_number_weights(counts[present], self.beta, normalize=False)
-        self.set_class_probs(probs)
+        return probs

@@ -45,8 +45,55 @@ def shard_indices(indices: Tensor, num_replicas: int, rank: int, drop_last: bool
     return indices[rank::num_replicas]
 
 
+class _EpochShardedSampler(Sampler[int]):
+    """Shared mechanics of tailwise's samplers: a global draw per ``(seed, epoch)``, strided over ranks.
+
+    A subclass calls :meth:`_init_sharding` from its constructor and implements :meth:`global_indices`
+    (the draw of ``self.epoch``, from :func:`epoch_generator`) and :meth:`_global_size` (its length).
+    """
+
+    def _init_sharding(self, num_replicas: int, rank: int, seed: int, drop_last: bool) -> None:
+        self.num_replicas = int(num_replicas)
+        self.rank = int(rank)
+        self.seed = int(seed)
+        self.drop_last = bool(drop_last)
+        self.epoch = 0
+        shard_indices(torch.arange(1), self.num_replicas, self.rank)  # validates rank / num_replicas
+
+    def _global_size(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def global_indices(self) -> Tensor:  # pragma: no cover - abstract
+        """The draw of this epoch before sharding (int64)."""
+        raise NotImplementedError
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the draw of ``epoch``."""
+        self.epoch = int(epoch)
+
+    def indices(self) -> Tensor:
+        """This rank's indices for the current epoch (int64 tensor)."""
+        return shard_indices(self.global_indices(), self.num_replicas, self.rank, self.drop_last)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices().tolist())
+
+    def __len__(self) -> int:
+        n, w = self._global_size(), self.num_replicas
+        return n // w if self.drop_last else -(-n // w)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Epoch and seed: all that determines the draw (other settings are rebuilt by the constructor)."""
+        return {"epoch": self.epoch, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.epoch = int(state["epoch"])
+        self.seed = int(state["seed"])
+
+
 @SAMPLERS.register("shuffle")
-class ShuffleSampler(Sampler[int]):
+class ShuffleSampler(_EpochShardedSampler):
     """Random permutation of ``range(num_items)`` each epoch, drawn from ``(seed, epoch)``.
 
     With ``num_replicas > 1`` every rank draws the same global permutation and keeps its strided
@@ -78,40 +125,14 @@ class ShuffleSampler(Sampler[int]):
         if n < 1:
             raise ValueError(f"num_items must be >= 1; got {describe(n)}")
         self.num_items = n
-        self.num_replicas = int(num_replicas)
-        self.rank = int(rank)
-        self.seed = int(seed)
         self.shuffle = bool(shuffle)
-        self.drop_last = bool(drop_last)
-        self.epoch = 0
-        shard_indices(torch.arange(1), self.num_replicas, self.rank)  # validates rank
+        self._init_sharding(num_replicas, rank, seed, drop_last)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the permutation of ``epoch``."""
-        self.epoch = int(epoch)
+    def _global_size(self) -> int:
+        return self.num_items
 
     def global_indices(self) -> Tensor:
         """The permutation of this epoch before sharding."""
         if not self.shuffle:
             return torch.arange(self.num_items)
         return torch.randperm(self.num_items, generator=epoch_generator(self.seed, self.epoch))
-
-    def indices(self) -> Tensor:
-        """This rank's indices for the current epoch (int64 tensor)."""
-        return shard_indices(self.global_indices(), self.num_replicas, self.rank, self.drop_last)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices().tolist())
-
-    def __len__(self) -> int:
-        n, w = self.num_items, self.num_replicas
-        return n // w if self.drop_last else -(-n // w)
-
-    def state_dict(self) -> dict[str, Any]:
-        """Epoch and seed: all that determines the draw."""
-        return {"epoch": self.epoch, "seed": self.seed}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`."""
-        self.epoch = int(state["epoch"])
-        self.seed = int(state["seed"])

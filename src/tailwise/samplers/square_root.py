@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor
 
 from tailwise._validation import check_positive
@@ -25,12 +26,7 @@ class SquareRootSampler(ClassProbabilitySampler):
     Args:
         labels: 1-D integer training labels.
         power: exponent :math:`q` (0.5: square root; 0: class-balanced; 1: instance-balanced).
-        num_classes: number of classes (``max(labels) + 1`` when omitted).
-        num_replicas: number of processes.
-        rank: this process's rank.
-        seed: base seed; the draw of an epoch is a pure function of ``(seed, epoch)``.
-        num_samples: global draws per epoch (default ``len(labels)``).
-        drop_last: trim instead of pad for the distributed shard.
+        num_classes, num_replicas, rank, seed, num_samples, drop_last: as in :class:`ClassProbabilitySampler`.
     """
 
     def __init__(
@@ -46,8 +42,9 @@ class SquareRootSampler(ClassProbabilitySampler):
     ) -> None:
         self.power = check_positive("power", power, allow_zero=True)
         super().__init__(labels, None, num_classes, num_replicas, rank, seed, num_samples, drop_last)
-        counts = self.class_counts.to(self.class_probs.dtype)
-        self.set_class_probs(_count_power(counts, self.power))
+
+    def _default_class_probs(self) -> Tensor:
+        return _count_power(self.class_counts.to(torch.float64), self.power)
 
 
 def _count_power(counts: Tensor, power: float) -> Tensor:

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from tailwise._validation import (
     check_class_counts,
     check_positive,
+    check_real,
     describe,
     validation_disabled,
     validation_enabled,
@@ -70,12 +71,6 @@ def _check_labels(name: str, labels: Tensor, size: int | None, upper: int, what:
     return labels.long()
 
 
-def _check_real(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number; got {describe(value)}")
-    if not np.isfinite(float(value)):
-        raise ValueError(f"{name} must be finite; got {value!r}")
-    return float(value)
 
 
 def unimix_probabilities(labels: Tensor, class_counts: CountsLike, tau: float = -0.5) -> Tensor:
@@ -92,7 +87,7 @@ def unimix_probabilities(labels: Tensor, class_counts: CountsLike, tau: float = 
     counts = check_class_counts(class_counts)
     c = counts.numel()
     labels = _check_labels("labels", labels, None, c, f"{c} classes in class_counts")
-    return _probabilities(labels, counts.to(labels.device), _check_real("tau", tau))
+    return _probabilities(labels, counts.to(labels.device), check_real("tau", tau))
 
 
 def _probabilities(labels: Tensor, counts: Tensor, tau: float) -> Tensor:
@@ -208,7 +203,7 @@ def unimix(
     """
     _check_x(x)
     counts = check_class_counts(class_counts)
-    return _draw_and_mix(x, y, counts.to(x.device), check_positive("alpha", alpha), _check_real("tau", tau), generator)
+    return _draw_and_mix(x, y, counts.to(x.device), check_positive("alpha", alpha), check_real("tau", tau), generator)
 
 
 def _draw_and_mix(
@@ -286,7 +281,7 @@ class UniMix(nn.Module):
     def __init__(self, class_counts: CountsLike, alpha: float = 0.8, tau: float = -0.5) -> None:
         super().__init__()
         self.alpha = check_positive("alpha", alpha)
-        self.tau = _check_real("tau", tau)
+        self.tau = check_real("tau", tau)
         self.register_buffer("class_counts", check_class_counts(class_counts))
 
     def forward(
