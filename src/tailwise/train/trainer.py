@@ -5,7 +5,9 @@ resident on the device and is batched and augmented there. Every epoch the train
 
 1. calls ``set_epoch(epoch)`` on the loss, the weight schedule, the sampler and the batch transform, and
    hands the schedule's class weights to the loss (``loss.set_weight``);
-2. trains on the sampler's indices (a global batch of ``train.batch_size`` split over the ranks);
+2. trains on the sampler's indices (a global batch of ``train.batch_size`` split over the ranks),
+   calling ``on_train_step(epoch, step, steps_per_epoch, optimizer, model)`` before every step on the
+   components that have it (per-minibatch schedules such as the l_inf-dist net's p, eps and lambda);
 3. evaluates on the validation split, gathers the logits from all ranks, calls
    ``update_from_validation(logits, target, epoch)`` on the components that have it, and keeps the
    best-on-validation weights;
@@ -339,8 +341,11 @@ class Trainer:
         # let the finite-loss guard below catch NaN/Inf
         totals = torch.zeros(4, dtype=torch.float64, device=dev)  # loss sum, correct, count, skipped
         steps = range(0, idx.numel(), local_bs)
+        step_hooks = [c for c in self.components().values() if c is not None and hasattr(c, "on_train_step")]
         bar = self._progress(steps, epoch)
         for start in bar:
+            for comp in step_hooks:
+                comp.on_train_step(epoch, start // local_bs, len(steps), self.optimizer, self.model)
             b = idx[start : start + local_bs].to(dev, non_blocking=True)
             x = self.augment(self.train_x[b], generator=gen, train=True)
             if self.cfg.train.channels_last and x.ndim == 4 and dev.type == "cuda":
