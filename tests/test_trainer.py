@@ -134,3 +134,24 @@ def test_susceptibility_is_logged_and_resumable(tmp_path: Path) -> None:
     assert state is not None
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['size'\] in train.susceptibility"):
         Trainer(small_config(extra=("train.susceptibility={size: 3}",)), run_dir=tmp_path / "x", log=None)
+
+
+def test_grad_clipping_and_drop_last(tmp_path: Path) -> None:
+    trainer = Trainer(small_config(epochs=1, extra=("train.grad_clip_norm=0.001", "train.drop_last=true")),
+                      run_dir=tmp_path, log=None)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer._set_epoch(0)
+    trainer.train_epoch(0)
+    # lr 0.05, momentum 0.9 (a buffer at most 10x one step's gradient), gradient norm clipped to 1e-3,
+    # plus the unclipped weight decay 2e-4 * |w|: a bound on how far any parameter can move
+    steps = len(trainer.train_y) // 64
+    w_max = max(float(b.abs().max()) for b in before) + 1.0
+    moved = max(float((p.detach() - b).abs().max()) for p, b in zip(trainer.model.parameters(), before))
+    assert 0 < moved <= 0.05 * steps * 10 * (1e-3 + 2e-4 * w_max)
+    unclipped = Trainer(small_config(epochs=1, extra=("train.drop_last=true",)), run_dir=tmp_path / "u", log=None)
+    unclipped._set_epoch(0)
+    unclipped.train_epoch(0)
+    moved_free = max(float((p.detach() - b).abs().max()) for p, b in zip(unclipped.model.parameters(), before))
+    assert moved_free > 10 * moved
+    with pytest.raises(ConfigError, match=r"train.grad_clip_norm must be > 0 or null; got -1.0"):
+        Trainer(small_config(extra=("train.grad_clip_norm=-1",)), run_dir=tmp_path / "x", log=None)

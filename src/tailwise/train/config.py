@@ -112,6 +112,8 @@ class TrainConfig:
     threads: int | None = None
     plots: bool = True
     susceptibility: dict[str, Any] | None = None
+    grad_clip_norm: float | None = None
+    drop_last: bool = False
 
 
 @dataclass
@@ -266,14 +268,15 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``key=value`` overrides to a recipe mapping (validated when the config is built).
 
-    ``loss.max_margin=0.3`` sets a component parameter; ``loss=ldam`` (or ``loss.name=ldam``) replaces
-    the component and drops its previous parameters; ``data.long_tail.rho=50`` reaches inside a dict.
+    ``loss.max_margin=0.3`` sets a component parameter; ``loss=ldam`` replaces the component and drops
+    its previous parameters, while ``model.name=resnet56`` changes the name and keeps the parameters
+    (``head: normed``); ``data.long_tail.rho=50`` reaches inside a dict.
     """
     values = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in values.items()}
     for text in overrides:
         path, value = parse_override(text)
         head = path[0]
-        if head in _COMPONENTS and (len(path) == 1 or path[1:] == ["name"]):
+        if head in _COMPONENTS and len(path) == 1:
             values[head] = {"name": value}
             continue
         node = values

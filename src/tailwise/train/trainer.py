@@ -116,6 +116,8 @@ class Trainer:
             raise ConfigError(f"train.nan_policy must be 'error' or 'skip'; got {tc.nan_policy!r}")
         if tc.select_metric not in ("accuracy", "balanced_accuracy"):
             raise ConfigError(f"train.select_metric must be 'accuracy' or 'balanced_accuracy'; got {tc.select_metric!r}")
+        if tc.grad_clip_norm is not None and not tc.grad_clip_norm > 0:
+            raise ConfigError(f"train.grad_clip_norm must be > 0 or null; got {tc.grad_clip_norm}")
         if tc.threads:
             torch.set_num_threads(tc.threads)
         self.device = resolve_device(tc.device)
@@ -340,7 +342,8 @@ class Trainer:
         # labels were validated when the data was built: skip the per-batch value checks (device syncs) and
         # let the finite-loss guard below catch NaN/Inf
         totals = torch.zeros(4, dtype=torch.float64, device=dev)  # loss sum, correct, count, skipped
-        steps = range(0, idx.numel(), local_bs)
+        end = idx.numel() - idx.numel() % local_bs if self.cfg.train.drop_last else idx.numel()
+        steps = range(0, end, local_bs)
         step_hooks = [c for c in self.components().values() if c is not None and hasattr(c, "on_train_step")]
         bar = self._progress(steps, epoch)
         for start in bar:
@@ -371,6 +374,9 @@ class Trainer:
                 continue
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
+            if self.cfg.train.grad_clip_norm is not None:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip_norm)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             n = batch[1].shape[0]
