@@ -30,9 +30,11 @@ def plot_per_class_accuracy(
 
     series = per_class_accuracy if isinstance(per_class_accuracy, Mapping) else {"accuracy": per_class_accuracy}
     order = sorted(range(len(class_counts)), key=lambda c: -class_counts[c])
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, acc in series.items():
-        ax.plot([class_counts[c] for c in order], [acc[c] for c in order], marker="o", label=label)
+    fig, ax = plt.subplots(figsize=(6 if len(series) <= 1 else 9, 4.5))
+    for i, (label, acc) in enumerate(series.items()):
+        style = ("-", "--", ":")[(i // 10) % 3]  # the colour cycle has 10 colours
+        ax.plot([class_counts[c] for c in order], [acc[c] for c in order], marker="o", markersize=4,
+                linestyle=style, label=label)
     ax.set_xscale("log")
     ax.set_xlabel("training samples in class (log scale)")
     ax.set_ylabel("test accuracy")
@@ -41,7 +43,7 @@ def plot_per_class_accuracy(
     if title:
         ax.set_title(title)
     if len(series) > 1:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1.0), loc="upper left", ncol=1 + len(series) // 16)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
