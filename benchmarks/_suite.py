@@ -496,6 +496,7 @@ def summarise(suite: SuiteSpec, data: dict[str, Any]) -> list[dict[str, Any]]:
                      and not math.isnan(runs[s][which][m]) and not math.isnan(base[s][which][m])]
             row[f"delta_{name}"] = statistics.fmean(diffs) if diffs else math.nan
             row[f"diffs_{name}"] = diffs
+        row["val_swing"] = _mean_std([_val_swing(r) for r in runs.values()])[0]
         stage = [v[1] for k, v in (row["rescaled"] or {}).items() if k.endswith(("switch_epoch", "start_epoch"))]
         row["stage_epoch"] = max(stage) if stage else None
         row["selected_before_stage"] = (sum(1 for e in row["best_epoch"] if e < row["stage_epoch"])
@@ -504,6 +505,20 @@ def summarise(suite: SuiteSpec, data: dict[str, Any]) -> list[dict[str, Any]]:
         row["verdict"] = _verdict(row, label == suite.baseline)
         rows.append(row)
     return rows
+
+
+def _val_swing(record: dict[str, Any]) -> float:
+    """Mean absolute change of validation accuracy between consecutive epochs before the first LR drop."""
+    history = record["history"]
+    milestones = record["config"]["schedule"].get("milestones") or []
+    stop = min(milestones) if milestones and record["config"]["schedule"].get("name") == "multistep" else len(history)
+    acc = [h["val_accuracy"] for h in history[:stop]]
+    if len(acc) < 2:
+        return math.nan
+    return statistics.fmean(abs(acc[i + 1] - acc[i]) for i in range(len(acc) - 1))
+
+
+SWING_LIMIT = 0.15
 
 
 def _verdict(row: dict[str, Any], is_baseline: bool) -> str:
@@ -700,6 +715,12 @@ def findings(suite: SuiteSpec, rows: list[dict[str, Any]], epochs: int, n_seeds:
                      "that the reported best-epoch numbers are those of its first stage: "
                      + ", ".join(f"{r['method']} ({r['selected_before_stage']} of {r['n']}, stage from epoch "
                                  f"{r['stage_epoch']})" for r in early) + ".")
+    unstable = [r for r in others if not math.isnan(r["val_swing"]) and r["val_swing"] > SWING_LIMIT]
+    if unstable:
+        parts.append(
+            f"Unstable training (validation accuracy changes by more than {100 * SWING_LIMIT:.0f} points per epoch on "
+            f"average before the first LR drop; CE: {100 * base['val_swing']:.1f}): "
+            + ", ".join(f"{r['method']} ({100 * r['val_swing']:.1f})" for r in unstable) + ".")
     spread = [r["accuracy"][1] for r in rows if not math.isnan(r["accuracy"][1])]
     if spread:
         parts.append(f"The seed standard deviation of overall accuracy ranges {100 * min(spread):.1f}–"
