@@ -54,7 +54,10 @@ def tiny_config(name: str) -> Any:
     if "start_epoch" in values.get("loss", {}):
         overrides.append("loss.start_epoch=1")
     values = apply_overrides(values, overrides)
-    values["model"] = {**values.get("model", {}), "name": "mlp"}  # keep e.g. head: normed
+    if values.get("model", {}).get("name") == "linf_dist_mlp":
+        values["model"] = {**values["model"], "width": 32, "depth": 3}  # l_inf-dist objectives need their model
+    else:
+        values["model"] = {**values.get("model", {}), "name": "mlp"}  # keep e.g. head: normed
     return config_from_dict(values)
 
 
@@ -82,7 +85,9 @@ def test_recipe_loads_and_names_valid_components(name: str) -> None:
         unknown = sorted(set(comp.params) - set(accepted))
         assert not unknown, f"{name}: {registry.kind} {comp.name!r} does not take {unknown}"
     if cfg.data.long_tail is None:
-        assert cfg.data.noise is not None or cfg.loss.name in ("cals", "label_smoothing", "mbls")
+        # balanced-data recipes: calibration losses and the certified-robustness objectives
+        balanced = ("cals", "label_smoothing", "mbls", "gaussian_augmentation", "smoothmix", "linf_v1", "linf_v2")
+        assert cfg.data.noise is not None or cfg.loss.name in balanced
 
 
 @pytest.mark.parametrize("name", RECIPES)

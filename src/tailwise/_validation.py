@@ -8,6 +8,7 @@ inputs were validated once up front.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -132,9 +133,28 @@ def check_probability(name: str, value: float, *, closed: bool = True) -> float:
     return v
 
 
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+_SUM_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def _all_finite(tensor: Tensor) -> bool:
+    """Whether every element of the floating-point ``tensor`` is finite.
+
+    Fast path: one reduction. A NaN or an Inf makes the sum NaN or Inf, so a finite sum proves every
+    element finite (half/bfloat16 are summed in float32). A non-finite sum may also come from finite
+    values whose sum overflows, so only then the exact element-wise check decides.
+    """
+    x = tensor.detach()
+    if x.dtype in _SUM_DTYPES:
+        total = x.sum(dtype=torch.float32) if x.dtype in _LOW_PRECISION else x.sum()
+        if math.isfinite(float(total)):
+            return True
+    return bool(torch.isfinite(x).all())
+
+
 def check_finite(name: str, tensor: Tensor) -> Tensor:
     """Raise ``ValueError`` if ``tensor`` holds NaN or Inf (skipped when value checks are off)."""
-    if _VALUE_CHECKS and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+    if _VALUE_CHECKS and tensor.is_floating_point() and not _all_finite(tensor):
         n_bad = int((~torch.isfinite(tensor)).sum())
         raise ValueError(f"{name} must be finite; got {n_bad} NaN/Inf value(s) in a {describe(tensor)}")
     return tensor
@@ -167,6 +187,17 @@ def check_class_counts(
         TypeError: not a sequence of numbers.
         ValueError: wrong shape or length, negative, zero (unless allowed), NaN or Inf counts.
     """
+    return _check_class_counts_range(class_counts, name=name, num_classes=num_classes, allow_zero=allow_zero)[0]
+
+
+def _check_class_counts_range(
+    class_counts: Sequence[float] | Tensor | np.ndarray,
+    *,
+    name: str = "class_counts",
+    num_classes: int | None = None,
+    allow_zero: bool = False,
+) -> tuple[Tensor, float, float]:
+    """:func:`check_class_counts`, also returning the smallest and the largest count (Python floats)."""
     if isinstance(class_counts, Tensor):
         counts = class_counts.detach().to(device="cpu", dtype=torch.float64)
     else:
@@ -175,6 +206,13 @@ def check_class_counts(
         raise ValueError(f"{name} must be a non-empty 1-D sequence of counts; got shape {tuple(counts.shape)}")
     if num_classes is not None and counts.numel() != num_classes:
         raise ValueError(f"{name} must have one entry per class ({num_classes}); got {counts.numel()} entries")
+    # Fast path: one reduction. Finite, positive (or non-negative) counts have a finite maximum and a
+    # minimum > 0 (>= 0); a NaN makes both NaN and fails the comparisons. Otherwise the checks below
+    # find the first problem and raise its message.
+    lo_t, hi_t = torch.aminmax(counts)
+    lo, hi = float(lo_t), float(hi_t)
+    if hi < math.inf and (lo > 0 or (allow_zero and lo >= 0)):
+        return counts, lo, hi
     if not bool(torch.isfinite(counts).all()):
         raise ValueError(f"{name} must be finite; got {counts.tolist()}")
     if bool((counts < 0).any()):
@@ -186,7 +224,7 @@ def check_class_counts(
             f"{name} must be positive for every class; got zero counts for classes {bad} "
             "(drop the empty classes or pass counts of at least 1)"
         )
-    return counts
+    return counts, lo, hi
 
 
 def check_weight(weight: Tensor | Sequence[float] | None, num_classes: int, *, name: str = "weight") -> Tensor | None:
@@ -242,7 +280,8 @@ def check_logits_target(
         if target.shape != (n,):
             raise ValueError(f"{target_name} must have shape ({n},) to match {logits_name} {tuple(logits.shape)}; got shape {tuple(target.shape)}")
         if _VALUE_CHECKS and n > 0:
-            lo, hi = int(target.min()), int(target.max())
+            lo_t, hi_t = torch.aminmax(target)
+            lo, hi = int(lo_t), int(hi_t)
             if lo < 0 or hi >= c:
                 raise ValueError(f"{target_name} labels must lie in [0, {c - 1}] for {c} classes; got values in [{lo}, {hi}]")
     check_finite(logits_name, logits)

@@ -22,8 +22,7 @@ import torch
 from torch import Tensor
 
 from tailwise._validation import check_class_counts, check_logits_target
-from tailwise.class_counts import class_priors
-from tailwise.functional.vs import _affine_cross_entropy
+from tailwise.functional.vs import _affine_cross_entropy, _log_priors
 
 __all__ = ["bayias_loss", "bayias_offset"]
 
@@ -42,12 +41,17 @@ def bayias_offset(class_counts: CountsLike, target_prior: CountsLike | None = No
         float64 tensor of shape ``(C,)``.
     """
     counts = check_class_counts(class_counts)
-    offset = torch.log(class_priors(counts))
+    return _offset_from_counts(counts, target_prior)
+
+
+def _offset_from_counts(counts: Tensor, target_prior: CountsLike | None) -> Tensor:
+    """:func:`bayias_offset` of already validated float64 counts (the target prior is checked here)."""
+    offset = _log_priors(counts)
     if target_prior is not None:
         q = check_class_counts(target_prior, name="target_prior", num_classes=counts.numel())
         offset = offset - torch.log(q / q.sum())
     else:
-        offset = offset + float(np.log(counts.numel()))
+        offset = offset.add_(float(np.log(counts.numel())))
     return offset
 
 
@@ -73,5 +77,6 @@ def bayias_loss(
         The reduced loss (float32 for half/bfloat16 logits).
     """
     check_logits_target(logits, target)
-    check_class_counts(class_counts, num_classes=logits.shape[1])
-    return _affine_cross_entropy(logits, target, None, bayias_offset(class_counts, target_prior), weight, reduction)
+    counts = check_class_counts(class_counts, num_classes=logits.shape[1])
+    offset = _offset_from_counts(counts, target_prior)
+    return _affine_cross_entropy(logits, target, None, offset, weight, reduction, checked=True)

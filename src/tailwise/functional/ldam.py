@@ -22,7 +22,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from tailwise._validation import (
@@ -33,7 +32,8 @@ from tailwise._validation import (
     check_weight,
     describe,
 )
-from tailwise.functional.ce import _compute_logits, _vector_like
+from tailwise.functional._fused import adjusted_cross_entropy, cached_vector
+from tailwise.functional.ce import _compute_logits
 
 __all__ = ["ldam_loss", "ldam_margins"]
 
@@ -55,9 +55,13 @@ def ldam_margins(class_counts: CountsLike, max_margin: float = 0.5) -> Tensor:
         ValueError: zero, negative or non-finite counts, or a negative ``max_margin``.
     """
     counts = check_class_counts(class_counts)
-    max_margin = check_positive("max_margin", max_margin, allow_zero=True)
-    inv_quartic_root = 1.0 / torch.sqrt(torch.sqrt(counts))
-    return inv_quartic_root * (max_margin / inv_quartic_root.max())
+    return _margins_from_counts(counts, check_positive("max_margin", max_margin, allow_zero=True))
+
+
+def _margins_from_counts(counts: Tensor, max_margin: float) -> Tensor:
+    """:func:`ldam_margins` of already validated float64 counts and ``max_margin``."""
+    inv_quartic_root = torch.sqrt(counts).sqrt_().reciprocal_()  # 1 / n^(1/4), as 1.0 / sqrt(sqrt(n))
+    return inv_quartic_root.mul_(inv_quartic_root.max().reciprocal_().mul_(max_margin))
 
 
 def ldam_loss(
@@ -102,17 +106,30 @@ def ldam_loss(
             f"class_counts={describe(class_counts)} and margins={describe(margins)}"
         )
     if margins is None:
-        margins = ldam_margins(check_class_counts(class_counts, num_classes=num_classes), max_margin)
+        counts = check_class_counts(class_counts, num_classes=num_classes)
+        margins = _margins_from_counts(counts, check_positive("max_margin", max_margin, allow_zero=True))
     else:
         margins = check_weight(margins, num_classes, name="margins")
     scale = check_positive("scale", scale)
     weight = check_weight(weight, num_classes)
+    return _ldam_checked(logits, target, margins, scale, weight, reduction)
+
+
+def _ldam_checked(
+    logits: Tensor,
+    target: Tensor,
+    margins: Tensor,
+    scale: float,
+    weight: Tensor | None,
+    reduction: str,
+    cache: dict | None = None,
+) -> Tensor:
+    """LDAM loss of validated arguments; ``cache`` holds the module's cast per-class vectors."""
     z = _compute_logits(logits)
     target = target.long()
-    m = _vector_like(margins, z)
-    index = target[:, None]
-    # s * z - s * m_y at the true class: scale first, then subtract the scaled margin in place (the
-    # product is a fresh tensor, so one (N, C) buffer serves both steps).
-    scaled = z * scale
-    scaled.scatter_add_(1, index, m[index] * -scale)
-    return F.cross_entropy(scaled, target, weight=_vector_like(weight, z), reduction=reduction)
+    # CE(s * z - s * m_y onehot(y)): one fused kernel (one (N, C) buffer each way); the shifts
+    # -s * m_c are cast to the compute dtype first, then scaled, as s * z is.
+    shift = cached_vector(cache, "shift", margins, z, -scale).index_select(0, target)
+    return adjusted_cross_entropy(
+        z, target, scale=scale, shift=shift, weight=cached_vector(cache, "weight", weight, z), reduction=reduction
+    )

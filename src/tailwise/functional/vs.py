@@ -25,10 +25,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from tailwise._validation import (
+    _check_class_counts_range,
     check_class_counts,
     check_logits_target,
     check_positive,
@@ -37,13 +37,12 @@ from tailwise._validation import (
     check_weight,
 )
 from tailwise.class_counts import class_priors
-from tailwise.functional.ce import _compute_logits, _vector_like
+from tailwise.functional._fused import adjusted_cross_entropy, cached_vector
+from tailwise.functional.ce import _compute_logits
 
 __all__ = ["cdt_loss", "logit_adjusted_loss", "vs_adjustments", "vs_loss"]
 
 CountsLike = Sequence[float] | Tensor | np.ndarray
-
-
 
 
 def vs_adjustments(class_counts: CountsLike, gamma: float = 0.2, tau: float = 1.2) -> tuple[Tensor, Tensor]:
@@ -66,6 +65,11 @@ def vs_adjustments(class_counts: CountsLike, gamma: float = 0.2, tau: float = 1.
     return delta, iota
 
 
+def _log_priors(counts: Tensor) -> Tensor:
+    r""":math:`\log(n_c / \sum_k n_k)` of validated positive counts (as ``log(class_priors(counts))``)."""
+    return torch.div(counts, counts.sum()).log_()
+
+
 def _affine_cross_entropy(
     logits: Tensor,
     target: Tensor,
@@ -73,13 +77,20 @@ def _affine_cross_entropy(
     offset: Tensor | None,
     weight: Tensor | Sequence[float] | None,
     reduction: str,
+    *,
+    checked: bool = False,
+    cache: dict | None = None,
 ) -> Tensor:
     r""":math:`\mathrm{CE}(\Delta \odot z + \iota, y)` after validation; shared by VS, LA, CDT, Bayias.
 
     ``multiplier`` and ``offset`` are ``(C,)`` vectors (``None`` skips the term); they are cast to the
-    compute dtype and device of the logits.
+    compute dtype and device of the logits. ``checked=True``: the caller has already run
+    ``check_logits_target(logits, target)``; ``cache``: a module's cache of the cast vectors (see
+    :func:`tailwise.functional._fused.cached_vector`). The adjusted cross-entropy runs as one fused
+    kernel (:mod:`tailwise.functional._fused`).
     """
-    check_logits_target(logits, target)
+    if not checked:
+        check_logits_target(logits, target)
     check_reduction(reduction)
     num_classes = logits.shape[1]
     for name, vec in (("class_counts", multiplier), ("class_counts", offset)):
@@ -89,11 +100,14 @@ def _affine_cross_entropy(
             )
     weight = check_weight(weight, num_classes)
     z = _compute_logits(logits)
-    if multiplier is not None:
-        z = z * _vector_like(multiplier, z)
-    if offset is not None:
-        z = z + _vector_like(offset, z)
-    return F.cross_entropy(z, target.long(), weight=_vector_like(weight, z), reduction=reduction)
+    return adjusted_cross_entropy(
+        z,
+        target.long(),
+        multiplier=cached_vector(cache, "multiplier", multiplier, z),
+        offset=cached_vector(cache, "offset", offset, z),
+        weight=cached_vector(cache, "weight", weight, z),
+        reduction=reduction,
+    )
 
 
 def vs_loss(
@@ -121,9 +135,14 @@ def vs_loss(
     Returns:
         The reduced loss (float32 for half/bfloat16 logits).
     """
-    if isinstance(logits, Tensor) and logits.ndim == 2:
-        check_class_counts(class_counts, num_classes=logits.shape[1])
-    delta, iota = vs_adjustments(class_counts, gamma, tau)
+    num_classes = logits.shape[1] if isinstance(logits, Tensor) and logits.ndim == 2 else None
+    counts, _, max_count = _check_class_counts_range(class_counts, num_classes=num_classes)
+    gamma = check_positive("gamma", gamma, allow_zero=True)
+    tau = check_real("tau", tau)
+    # vs_adjustments without repeating the checks; gamma = 0 makes every multiplier exactly 1 and
+    # tau = 0 every offset exactly 0, so those terms are skipped.
+    delta = None if gamma == 0.0 else torch.div(counts, max_count).pow_(gamma)
+    iota = None if tau == 0.0 else _log_priors(counts).mul_(tau)
     return _affine_cross_entropy(logits, target, delta, iota, weight, reduction)
 
 

@@ -51,11 +51,12 @@ class BayiasLoss(ClassWeightedLoss):
         self.register_buffer("class_counts", counts)
         self.register_buffer("offset", offset)
         self.set_weight(weight)
+        self._cache: dict = {}  # buffers cast to the logits' dtype (tailwise.functional._fused.cached_vector)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Bayias-compensated loss of ``logits`` ``(N, C)`` against ``target`` ``(N,)``."""
         self._check_num_classes(logits)
-        return _affine_cross_entropy(logits, target, None, self.offset, self.weight, self.reduction)
+        return _affine_cross_entropy(logits, target, None, self.offset, self.weight, self.reduction, cache=self._cache)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, " + super().extra_repr()

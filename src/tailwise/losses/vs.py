@@ -55,13 +55,14 @@ class VSLoss(ClassWeightedLoss):
         self.register_buffer("delta", delta)
         self.register_buffer("iota", iota)
         self.set_weight(weight)
+        self._cache: dict = {}  # buffers cast to the logits' dtype (tailwise.functional._fused.cached_vector)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """VS loss of ``logits`` ``(N, C)`` against ``target`` ``(N,)``."""
         self._check_num_classes(logits)
         multiplier = None if self.gamma == 0.0 else self.delta
         offset = None if self.tau == 0.0 else self.iota
-        return _affine_cross_entropy(logits, target, multiplier, offset, self.weight, self.reduction)
+        return _affine_cross_entropy(logits, target, multiplier, offset, self.weight, self.reduction, cache=self._cache)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, gamma={self.gamma}, tau={self.tau}, " + super().extra_repr()

@@ -61,6 +61,16 @@ class LinfDistMLP(nn.Module):
     Parameter and buffer names follow the official model (``fc_dist.{i}.weight``, ``fc_dist.{L-1}.bias``,
     ``fc_dist.{i}.mean_shift.running_mean``, ``scalar``), so official state dicts load directly.
 
+    Registry defaults (``MODELS.build("linf_dist_mlp", ...)``, the trainer's ``model: {name: linf_dist_mlp}``):
+    depth 5 (the official MNIST depth; CIFAR-10 uses 6) and width 1024, a CPU-trainable size. The
+    official v2 commands use width 5120 (set ``model.width=5120``). The trainer passes ``input_dim`` and
+    ``num_classes`` from the data.
+
+    The current norm ``p`` of every layer is part of the state dict (``_extra_state``), so a checkpoint
+    taken while the ``p`` schedule runs is evaluated at the ``p`` it was trained with. State dicts
+    without it (the official checkpoints) still load, with ``strict=True``; the layers then keep their
+    current ``p``.
+
     Args:
         depth: number of l_p-distance layers (``≥ 2``).
         width: hidden width.
@@ -76,10 +86,10 @@ class LinfDistMLP(nn.Module):
 
     def __init__(
         self,
-        depth: int,
-        width: int,
-        input_dim: int | Sequence[int],
-        num_classes: int,
+        depth: int = 5,
+        width: int = 1024,
+        input_dim: int | Sequence[int] = (1, 28, 28),
+        num_classes: int = 10,
         identity_val: float | None = 10.0,
         scalar: bool = True,
         p: float = math.inf,
@@ -120,6 +130,27 @@ class LinfDistMLP(nn.Module):
     def p(self) -> float:
         """The norm of the first layer (all layers share it unless set individually)."""
         return self.fc_dist[0].p
+
+    def get_extra_state(self) -> dict[str, list[float]]:
+        return {"p": [float(layer.p) for layer in self.fc_dist]}
+
+    def set_extra_state(self, state: dict[str, list[float]]) -> None:
+        ps = list(state["p"])
+        if len(ps) != len(self.fc_dist):
+            raise ValueError(f"state holds p for {len(ps)} layers; the model has {len(self.fc_dist)}")
+        for layer, p in zip(self.fc_dist, ps):
+            layer.set_p(float(p))
+
+    def _load_from_state_dict(  # type: ignore[override]
+        self, state_dict: dict, prefix: str, local_metadata: dict, strict: bool,
+        missing_keys: list[str], unexpected_keys: list[str], error_msgs: list[str],
+    ) -> None:
+        # state dicts without the per-layer p (official checkpoints, older tailwise ones) keep the current p
+        before = len(missing_keys)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        key = prefix + "_extra_state"
+        if key not in state_dict:
+            missing_keys[before:] = [k for k in missing_keys[before:] if k != key]
 
     def _flatten(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor) or not x.is_floating_point():

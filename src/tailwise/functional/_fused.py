@@ -1,0 +1,251 @@
+r"""Fused forward/backward kernels for the margin/prior cross-entropies (LDAM, VS, LA, CDT, Bayias).
+
+All of them are a softmax cross-entropy of adjusted logits,
+
+.. math:: t_{ij} = a_j\, z_{ij} + b_j + \delta_i\,[j = y_i], \qquad
+   \ell_i = w_{y_i}\bigl(\log\textstyle\sum_j e^{t_{ij}} - t_{i y_i}\bigr),
+
+with a scalar or per-class multiplier :math:`a` (LDAM's scale :math:`s`, VS's :math:`\Delta`), a
+per-class offset :math:`b` (VS/LA's :math:`\iota`, Bayias' log-prior ratio) and a per-sample shift
+:math:`\delta_i` of the true-class logit (LDAM's :math:`-s\,\Delta_{y_i}`). Through autograd this costs
+an ``(N, C)`` pass per adjustment in each direction plus the temporaries of ``F.cross_entropy``'s
+backward. :class:`_AdjustedCrossEntropy` builds :math:`t` in one fresh buffer, turns it into
+:math:`\log\operatorname{softmax}(t)` in place, and back-propagates the analytic gradient
+
+.. math:: \frac{\partial L}{\partial z_{ij}} = c_i\, a_j \bigl(\operatorname{softmax}(t_i)_j - [j = y_i]\bigr),
+
+with :math:`c_i` the upstream gradient times :math:`w_{y_i}` (divided by :math:`\sum_k w_{y_k}`, or by
+:math:`N` without weights, for the ``"mean"`` reduction): one ``(N, C)`` buffer per direction.
+
+Higher-order gradients (``create_graph=True``) are taken through the plain autograd expression, so
+double backward gives exactly what the unfused computation gives.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+# PyTorch's CPU log-softmax over the last dimension takes a slow scalar path when a row is shorter
+# than one vector register (C < 16 float32 columns here): ~10x slower at C = 10 than C = 16. Along
+# dim 0 of a contiguous (C, N) tensor it vectorises over the samples instead, so for few classes the
+# kernels below keep the logits transposed: (N, C) views of a contiguous (C, N) buffer.
+_SMALL_C = 16
+
+
+def _transposed(z: Tensor) -> bool:
+    """Whether to compute the softmax of ``z`` in the transposed layout (CPU, fewer than 16 columns)."""
+    return z.shape[1] < _SMALL_C and z.device.type == "cpu"
+
+
+def log_softmax_rows(z: Tensor) -> Tensor:
+    """``torch.log_softmax(z, 1)`` of ``(N, C)`` logits, differentiable; fast on CPU for few classes.
+
+    For ``C < 16`` on CPU the result is a non-contiguous ``(N, C)`` view of a contiguous ``(C, N)``
+    tensor (computed along its dim 0); the values equal ``torch.log_softmax(z, 1)`` up to rounding.
+    """
+    if _transposed(z):
+        return torch.log_softmax(z.t().contiguous(), 0).t()
+    return torch.log_softmax(z, 1)
+
+
+def _write_adjusted(
+    t: Tensor,
+    z: Tensor,
+    index: Tensor,
+    scale: float | None,
+    multiplier: Tensor | None,
+    offset: Tensor | None,
+    shift: Tensor | None,
+) -> Tensor:
+    """Write the adjusted logits :math:`t` into the ``(N, C)`` buffer ``t`` (no autograd)."""
+    if scale is not None:
+        torch.mul(z, scale, out=t)
+        if offset is not None:
+            t.add_(offset)
+    elif multiplier is not None:
+        if offset is None:
+            torch.mul(z, multiplier, out=t)
+        else:
+            torch.addcmul(offset, z, multiplier, out=t)
+    elif offset is not None:
+        torch.add(z, offset, out=t)
+    else:
+        t.copy_(z)
+    if shift is not None:
+        t.scatter_add_(1, index, shift.unsqueeze(1))
+    return t
+
+
+def _adjusted_logits(
+    z: Tensor,
+    index: Tensor,
+    scale: float | None,
+    multiplier: Tensor | None,
+    offset: Tensor | None,
+    shift: Tensor | None,
+) -> Tensor:
+    """The adjusted logits :math:`t` through autograd operations (the unfused reference)."""
+    if scale is not None:
+        t = z * scale
+        if offset is not None:
+            t = t + offset
+    elif multiplier is not None:
+        t = z * multiplier if offset is None else torch.addcmul(offset, z, multiplier)
+    elif offset is not None:
+        t = z + offset
+    else:
+        t = z.clone()
+    if shift is not None:
+        t.scatter_add_(1, index, shift.unsqueeze(1))  # t is a fresh tensor that no backward formula saves
+    return t
+
+
+class _AdjustedCrossEntropy(torch.autograd.Function):
+    r"""Fused :math:`\mathrm{CE}(a \odot z + b + \delta\,\mathrm{onehot}(y), y)` (see the module docstring)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        z: Tensor,
+        target: Tensor,
+        scale: float | None,
+        multiplier: Tensor | None,
+        offset: Tensor | None,
+        shift: Tensor | None,
+        weight: Tensor | None,
+        reduction: str,
+    ) -> Tensor:
+        index = target.unsqueeze(1)
+        n, c = z.shape
+        transposed = _transposed(z)
+        # one fresh buffer holds t, then log softmax(t) in place (saved for the backward)
+        buf = z.new_empty((c, n) if transposed else (n, c))
+        log_p = buf.t() if transposed else buf
+        _write_adjusted(log_p, z, index, scale, multiplier, offset, shift)
+        torch.log_softmax(buf, 0 if transposed else 1, out=buf)
+        # the second half of F.cross_entropy: same reductions and weighted mean
+        loss = F.nll_loss(log_p, target, weight=weight, reduction=reduction)
+        ctx.save_for_backward(z, buf, target, index, multiplier, offset, shift, weight)
+        ctx.scale = scale
+        ctx.reduction = reduction
+        ctx.transposed = transposed
+        return loss
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        z, buf, target, index, multiplier, offset, shift, weight = ctx.saved_tensors
+        nones = (None,) * 7
+        if not ctx.needs_input_grad[0]:
+            return (None, *nones)
+        scale, reduction = ctx.scale, ctx.reduction
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the plain expression
+            with torch.enable_grad():
+                loss = _reference(z, target, scale, multiplier, offset, shift, weight, reduction)
+                (grad_z,) = torch.autograd.grad(loss, z, grad, create_graph=True)
+            return (grad_z, *nones)
+        # c_i = upstream gradient * w_{y_i} (/ sum_k w_{y_k} or / N for "mean"), times the scale
+        if weight is None:
+            if reduction == "none":
+                coef = grad.unsqueeze(1) if scale is None else grad.unsqueeze(1) * scale
+            else:
+                k = 1.0 if scale is None else scale
+                if reduction == "mean":
+                    n = z.shape[0]
+                    k = k / n if n else math.nan  # an empty batch has a NaN mean, as in F.cross_entropy
+                coef = grad * k
+        else:
+            sample_weight = weight.index_select(0, target)
+            coef = grad * sample_weight
+            if reduction == "mean":
+                coef = coef / sample_weight.sum()
+            if scale is not None:
+                coef = coef * scale
+            coef = coef.unsqueeze(1)
+        grad_buf = torch.exp(buf)
+        grad_z = grad_buf.t() if ctx.transposed else grad_buf
+        grad_z.mul_(coef)
+        grad_z.scatter_add_(1, index, coef.neg().expand(index.shape))
+        if multiplier is not None:
+            grad_z.mul_(multiplier)
+        return (grad_z, *nones)
+
+
+def _reference(
+    z: Tensor,
+    target: Tensor,
+    scale: float | None,
+    multiplier: Tensor | None,
+    offset: Tensor | None,
+    shift: Tensor | None,
+    weight: Tensor | None,
+    reduction: str,
+) -> Tensor:
+    """The same loss through plain autograd operations (used for higher-order gradients)."""
+    t = _adjusted_logits(z, target[:, None], scale, multiplier, offset, shift)
+    return F.cross_entropy(t, target, weight=weight, reduction=reduction)
+
+
+def adjusted_cross_entropy(
+    z: Tensor,
+    target: Tensor,
+    *,
+    scale: float | None = None,
+    multiplier: Tensor | None = None,
+    offset: Tensor | None = None,
+    shift: Tensor | None = None,
+    weight: Tensor | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Cross-entropy of :math:`t = a \odot z + b + \delta\,\mathrm{onehot}(y)` with PyTorch's reductions.
+
+    Args:
+        z: ``(N, C)`` compute logits (float32 or wider; already validated).
+        target: ``(N,)`` int64 labels in range.
+        scale: scalar multiplier :math:`a` (exclusive with ``multiplier``).
+        multiplier: ``(C,)`` multiplier :math:`a` in ``z``'s dtype and device.
+        offset: ``(C,)`` offset :math:`b` in ``z``'s dtype and device.
+        shift: ``(N,)`` shift :math:`\delta_i` added to the true-class logit, in ``z``'s dtype.
+        weight: ``(C,)`` class weights in ``z``'s dtype (weighted mean for ``"mean"``).
+        reduction: ``"none" | "mean" | "sum"`` (already validated).
+    """
+    return _AdjustedCrossEntropy.apply(z, target, scale, multiplier, offset, shift, weight, reduction)
+
+
+def cached_vector(
+    cache: dict[str, tuple[Any, ...]] | None,
+    key: str,
+    vec: Tensor | None,
+    like: Tensor,
+    scale: float | None = None,
+) -> Tensor | None:
+    """``vec`` cast to ``like``'s dtype and device (times ``scale`` when given), cached in ``cache``.
+
+    Loss modules keep their per-class vectors as float64 buffers; casting them for every call is a
+    few small kernels that dominate small batches. The cast is reused while the buffer is the same
+    tensor object at the same version (in-place changes, ``load_state_dict``, ``.to()`` and
+    reassignment all invalidate it) and the dtype, device and scale match. ``cache=None`` casts.
+    """
+    if vec is None:
+        return None
+    if cache is not None:
+        hit = cache.get(key)
+        if (
+            hit is not None
+            and hit[0] is vec
+            and hit[1] == vec._version
+            and hit[2] == like.dtype
+            and hit[3] == like.device
+            and hit[4] == scale
+        ):
+            return hit[5]
+    out = vec.to(device=like.device, dtype=like.dtype)
+    if scale is not None:
+        out = out * scale
+    if cache is not None:
+        cache[key] = (vec, vec._version, like.dtype, like.device, scale, out)
+    return out
