@@ -30,16 +30,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# PyTorch's CPU log-softmax over the last dimension takes a slow scalar path when a row is shorter
-# than one vector register (C < 16 float32 columns here): ~10x slower at C = 10 than C = 16. Along
-# dim 0 of a contiguous (C, N) tensor it vectorises over the samples instead, so for few classes the
-# kernels below keep the logits transposed: (N, C) views of a contiguous (C, N) buffer.
+# PyTorch's CPU log-softmax over the last dimension takes a slow scalar path when a float32 row is
+# shorter than one vector register (C < 16 here): ~10x slower at C = 10 than at C = 16. Along dim 0
+# of a contiguous (C, N) tensor it vectorises over the samples instead, so for few classes the
+# kernels below keep float32 logits transposed: (N, C) views of a contiguous (C, N) buffer. float64
+# keeps the usual layout (its results stay those of F.cross_entropy to the last bit).
 _SMALL_C = 16
 
 
 def _transposed(z: Tensor) -> bool:
-    """Whether to compute the softmax of ``z`` in the transposed layout (CPU, fewer than 16 columns)."""
-    return z.shape[1] < _SMALL_C and z.device.type == "cpu"
+    """Whether to compute the softmax of ``z`` transposed (float32 on CPU, fewer than 16 columns)."""
+    return z.shape[1] < _SMALL_C and z.dtype == torch.float32 and z.device.type == "cpu"
 
 
 def log_softmax_rows(z: Tensor) -> Tensor:

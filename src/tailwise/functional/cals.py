@@ -26,6 +26,7 @@ statistics the multiplier update needs.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +34,7 @@ from torch import Tensor
 
 from tailwise._validation import check_in_choices, check_logits_target, check_positive, check_reduction, check_weight
 from tailwise.functional._reduce import reduce_loss
+from tailwise.functional._fused import log_softmax_rows
 from tailwise.functional.ce import _compute_logits
 
 __all__ = [
@@ -236,11 +238,118 @@ def cals_loss(
     lam = _check_vector("lambd", lambd, num_classes)
     r = _check_vector("rho", rho, num_classes)
     z = _compute_logits(logits)
-    target = target.long()
+    margin = check_positive("margin", margin)
+    return _CALSLoss.apply(
+        z, target.long(), _as_like(lam, z), _as_like(r, z), margin, penalty, bool(normalize), reduction,
+        None if weight is None else weight.to(device=z.device, dtype=z.dtype),
+    )
+
+
+def _cals_reference(
+    z: Tensor,
+    target: Tensor,
+    lam: Tensor,
+    r: Tensor,
+    margin: float,
+    penalty: str,
+    normalize: bool,
+    reduction: str,
+    weight: Tensor | None,
+) -> Tensor:
+    """:func:`cals_loss` through plain autograd operations (used for higher-order gradients)."""
     ce = F.cross_entropy(z, target, reduction="none")
-    sample_weight = None if weight is None else weight.to(device=z.device, dtype=z.dtype)[target]
+    sample_weight = None if weight is None else weight[target]
     pen = cals_penalty(z, lam, r, margin, penalty, normalize, reduction="none")
     return reduce_loss(ce, reduction, sample_weight) + reduce_loss(pen, reduction)
+
+
+class _CALSLoss(torch.autograd.Function):
+    r"""Fused CALS loss: :math:`\mathrm{CE}(z, y) + \frac1C\sum_j P(h_{ij})` with the analytic gradient.
+
+    Forward: ``log_softmax`` (one buffer), the constraints :math:`h` (one buffer, overwritten by the
+    penalty values) and the penalty derivative :math:`P'(h)` (one buffer, kept for the backward), with
+    the same operations in the same order as :func:`cals_constraints` and the penalty functions. With
+    :math:`k_i` the gradient reaching sample :math:`i`'s penalty divided by :math:`C` (and by :math:`m`
+    when normalising), the backward is
+
+    .. math:: \frac{\partial L}{\partial z_{il}} = c_i(\operatorname{softmax}(z_i)_l - [l = y_i])
+        - k_i P'(h_{il}) + \frac{[z_{il} = \max_k z_{ik}]}{\#\arg\max_k z_{ik}}\, k_i \sum_j P'(h_{ij}),
+
+    the last term being ``amax``'s gradient (shared evenly among tied maxima).
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        z: Tensor,
+        target: Tensor,
+        lam: Tensor,
+        r: Tensor,
+        margin: float,
+        penalty: str,
+        normalize: bool,
+        reduction: str,
+        weight: Tensor | None,
+    ) -> Tensor:
+        log_p = log_softmax_rows(z)
+        ce = log_p.gather(1, target.unsqueeze(1)).squeeze(1).neg_()
+        zmax = z.amax(dim=-1, keepdim=True)
+        # h = (max_k z_k - z - m) / m, as cals_constraints computes it
+        h = torch.sub(zmax, z)
+        h.sub_(margin)
+        if normalize:
+            h.div_(margin)
+        if penalty == "phr":
+            # P'(h) = max(0, lam + rho h) and P(h) = (max(0, a)^2 - lam^2) / (2 rho): phr_penalty's
+            # torch.where of the two branches, operation for operation (0 * 0 - lam^2 = -lam^2).
+            deriv = torch.mul(h, r)
+            deriv.add_(lam).clamp_min_(0)
+            value = torch.mul(deriv, deriv, out=h)
+            value.sub_(lam * lam).div_(2 * r)
+        else:
+            value, deriv = CALS_PENALTIES[penalty](h, lam, r)
+        pen = value.mean(dim=-1)
+        sample_weight = None if weight is None else weight.index_select(0, target)
+        ctx.save_for_backward(z, log_p, target, lam, r, zmax, deriv, weight, sample_weight)
+        ctx.options = (margin, penalty, normalize, reduction)
+        return reduce_loss(ce, reduction, sample_weight) + reduce_loss(pen, reduction)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        z, log_p, target, lam, r, zmax, deriv, weight, sample_weight = ctx.saved_tensors
+        margin, penalty, normalize, reduction = ctx.options
+        nones = (None,) * 8
+        if not ctx.needs_input_grad[0]:
+            return (None, *nones)
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the plain expression
+            with torch.enable_grad():
+                loss = _cals_reference(z, target, lam, r, margin, penalty, normalize, reduction, weight)
+                (grad_z,) = torch.autograd.grad(loss, z, grad, create_graph=True)
+            return (grad_z, *nones)
+        n, c = z.shape
+        # gradients reaching each sample's CE term (c_ce) and penalty term (c_pen), shape (N, 1) or ()
+        if reduction == "none":
+            c_pen = grad.unsqueeze(1)
+            c_ce = c_pen if sample_weight is None else c_pen * sample_weight.unsqueeze(1)
+        else:
+            c_pen = grad / n if reduction == "mean" else grad
+            if sample_weight is None:
+                c_ce = c_pen
+            else:
+                c_ce = grad * sample_weight
+                if reduction == "mean":
+                    c_ce = c_ce / sample_weight.sum()
+                c_ce = c_ce.unsqueeze(1)
+        k = c_pen / (c * margin) if normalize else c_pen / c
+        grad_z = torch.exp(log_p)
+        grad_z.mul_(c_ce)
+        grad_z.scatter_add_(1, target.unsqueeze(1), c_ce.neg().expand(n, 1))
+        # penalty through h: -k P'(h), plus amax's share of k * sum_j P'(h_ij) at the maxima
+        grad_z.addcmul_(deriv, k, value=-1)
+        at_max = z == zmax
+        share = deriv.sum(dim=1, keepdim=True).mul_(k).div_(at_max.sum(dim=1, keepdim=True))
+        grad_z.addcmul_(at_max, share)
+        return (grad_z, *nones)
 
 
 def _check_vector(name: str, value: Tensor | float, num_classes: int) -> Tensor | float:
