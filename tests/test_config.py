@@ -80,3 +80,10 @@ def test_parse_override_yaml_values() -> None:
     assert parse_override("a=[1, 2]") == (["a"], [1, 2])
     assert parse_override("a=null") == (["a"], None)
     assert parse_override("a=text") == (["a"], "text")
+
+
+def test_scientific_notation_overrides_are_numbers() -> None:
+    assert parse_override("optim.lr=1e-3") == (["optim", "lr"], 1e-3)
+    assert parse_override("a=2.5E-6") == (["a"], 2.5e-6)
+    assert parse_override("a=resnet32") == (["a"], "resnet32")
+    assert parse_override("a=exp") == (["a"], "exp")

@@ -8,6 +8,7 @@ Unknown or mistyped keys fail with the list of valid keys.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -262,6 +263,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except Exception:  # any YAML error: keep the raw string
         value = raw
+    if isinstance(value, str) and any(c in value.lower() for c in "e."):
+        # YAML 1.1 reads 1e-3 as a string; a user writing it means the number
+        with contextlib.suppress(ValueError):
+            value = float(value)
     return path, value
 
 

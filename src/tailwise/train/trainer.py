@@ -184,6 +184,7 @@ class Trainer:
         model: nn.Module = MODELS.build(
             model_name, mc.params, num_classes=self.num_classes, in_channels=int(d.input_shape[0]),
             input_shape=tuple(d.input_shape), input_dim=int(torch.tensor(d.input_shape).prod()),
+            input_size=tuple(d.input_shape[1:]) if len(d.input_shape) == 3 else None,
         )
         model = model.to(dev)
         if cfg.train.channels_last and dev.type == "cuda" and len(d.input_shape) == 3:
@@ -502,6 +503,7 @@ class Trainer:
                 self.model_name, self.cfg.model.params, num_classes=self.num_classes,
                 in_channels=int(self.data.input_shape[0]), input_shape=tuple(self.data.input_shape),
                 input_dim=int(torch.tensor(self.data.input_shape).prod()),
+                input_size=tuple(self.data.input_shape[1:]) if len(self.data.input_shape) == 3 else None,
             ).to(self.device)
             best_model.load_state_dict(load_checkpoint(best_path)["model"])
             best_metrics, _ = self.evaluate("test", best_model)
