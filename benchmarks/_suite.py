@@ -266,10 +266,22 @@ def run_path(suite: str, dataset: str, label: str, seed: int, error: bool = Fals
     return RESULTS / "runs" / suite / _slug(dataset) / _slug(label) / name
 
 
+def _finite(value: Any) -> Any:
+    """NaN / inf -> None, recursively (strict JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _write_json(path: Path, payload: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1, default=_json_default), encoding="utf-8")
+    text = json.dumps(_finite(json.loads(json.dumps(payload, default=_json_default))), indent=1, allow_nan=False)
+    tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
 
 
@@ -676,6 +688,10 @@ def findings(suite: SuiteSpec, rows: list[dict[str, Any]], epochs: int, n_seeds:
         f"CE reaches {_fmt_ms(*base['accuracy'])}% overall / {_fmt_ms(*base['balanced_accuracy'])}% balanced "
         f"test accuracy after {epochs} epochs ({base['n']} seed(s))."
     ]
+    paired = sorted({len(r["paired_seeds"]) for r in others})
+    if paired and paired[-1] < n_seeds:
+        parts.append(f"Only {'/'.join(map(str, paired))} of the {n_seeds} planned seeds are finished and paired with CE, "
+                     "so every verdict below rests on that many seeds (a sign that agrees on 2 seeds is weak evidence).")
     beats = groups.get("beats CE", [])
     below = groups.get("below CE", [])
     mixed = groups.get("mixed (higher mean)", []) + groups.get("mixed (lower mean)", [])
@@ -684,7 +700,7 @@ def findings(suite: SuiteSpec, rows: list[dict[str, Any]], epochs: int, n_seeds:
     parts.append(f"Beat CE on every paired seed ({len(beats)} of {len(others)} methods): " + (names(beats) if beats else "none") + ".")
     parts.append(f"Below CE on every paired seed ({len(below)}): " + (names(below) if below else "none") + ".")
     if mixed:
-        parts.append(f"Not separable from CE at {n_seeds} seeds (sign differs across seeds): {names(mixed)}.")
+        parts.append(f"Not separable from CE (the sign differs across seeds): {names(mixed)}.")
     if same:
         parts.append("Identical test accuracy to CE on every paired seed: " + ", ".join(r["method"] for r in same) + ".")
     if single:
@@ -724,8 +740,8 @@ def findings(suite: SuiteSpec, rows: list[dict[str, Any]], epochs: int, n_seeds:
     spread = [r["accuracy"][1] for r in rows if not math.isnan(r["accuracy"][1])]
     if spread:
         parts.append(f"The seed standard deviation of overall accuracy ranges {100 * min(spread):.1f}–"
-                     f"{100 * max(spread):.1f} points, so differences below about that size are not meaningful "
-                     f"at {n_seeds} seeds.")
+                     f"{100 * max(spread):.1f} points (CE: {_fmt_ms(base['accuracy'][1], math.nan)}), so differences "
+                     "smaller than that are not meaningful at this number of seeds.")
     parts.append(f"These are {epochs}-epoch CPU proxies of 200-epoch CIFAR recipes with rescaled schedules and "
                  "no per-dataset tuning; a method that does not beat CE here is reported as such, not tuned until it does.")
     return " ".join(parts)

@@ -259,7 +259,9 @@ def render(args: argparse.Namespace, elapsed: float) -> None:
             lines += ["Against CE (\"better\" / \"worse\" only when the mean gap exceeds the sum of the two stds):", "", *verdicts, ""]
         payload["tables"].append({"data": data_key, "model": model, "epochs": epochs, "data_info": d, "rows": table})
     lines += ["![reliability diagrams](calibration.png)", "",
-              f"Suite wall time of this invocation: {elapsed / 60:.1f} min (cached runs are not retrained).", ""]
+              f"Wall time: {sum(r['wall_seconds'] for r in runs) / 60:.1f} min summed over the {len(runs)} cached runs (training "
+              f"plus evaluation, 1 torch thread each, up to two suites running side by side with other jobs on the shared "
+              f"2-CPU machine); this invocation {elapsed / 60:.1f} min.", ""]
     (RESULTS / "calibration.md").write_text("\n".join(lines), encoding="utf-8")
     (RESULTS / "calibration.json").write_text(json.dumps(payload, indent=1, default=_json_default), encoding="utf-8")
     plot(runs, RESULTS / "calibration.png")

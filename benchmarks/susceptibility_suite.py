@@ -277,7 +277,9 @@ def render(args: argparse.Namespace, elapsed: float) -> None:
                               for p in per_seed) + ".",
                   ""]
     lines += ["![zeta curves](susceptibility.png)", "",
-              f"Suite wall time of this invocation: {elapsed / 60:.1f} min (cached runs are not retrained).", ""]
+              f"Wall time: {sum(r['wall_seconds'] for r in runs) / 60:.1f} min summed over the {len(runs)} cached runs (training "
+              f"plus evaluation, 1 torch thread each, up to two suites running side by side with other jobs on the shared "
+              f"2-CPU machine); this invocation {elapsed / 60:.1f} min.", ""]
     (RESULTS / "susceptibility.md").write_text("\n".join(lines), encoding="utf-8")
     payload = {"environment": env, "per_seed": per_seed,
                "runs": [{k: r[k] for k in ("key", "model_key", "seed", "lr", "epochs", "zeta_final", "train_acc", "memorised", "test_acc",
