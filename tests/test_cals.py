@@ -122,6 +122,43 @@ def test_module_equals_functional_and_reductions() -> None:
     torch.testing.assert_close(total, F.cross_entropy(z, y, reduction="sum") + pen.sum())
 
 
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("penalty", ["phr", "relu"])
+def test_large_batch_matches_plain_autograd(ties: bool, penalty: str) -> None:
+    # 1024 x 100 logits take the large-batch path (maximum with its index and one tie scan); ties in the
+    # row maximum must share amax's gradient evenly, as plain autograd does.
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(1024, 100, dtype=torch.float64, generator=g) * 4
+    if ties:
+        z = z.round()  # many tied maxima
+        z[:, 7] = z.amax(dim=1)
+    y = torch.randint(100, (1024,), generator=g)
+    lam = torch.rand(100, dtype=torch.float64, generator=g)
+    rho = torch.rand(100, dtype=torch.float64, generator=g) + 0.5
+    w = torch.rand(100, dtype=torch.float64, generator=g) + 0.5
+    a = z.clone().requires_grad_(True)
+    b = z.clone().requires_grad_(True)
+    fused = cals_loss(a, y, lam, rho, margin=3.0, penalty=penalty, weight=w)
+    plain = F.cross_entropy(b, y, weight=w) + cals_penalty(b, lam, rho, 3.0, penalty).mean()
+    torch.testing.assert_close(fused, plain)
+    fused.backward()
+    plain.backward()
+    torch.testing.assert_close(a.grad, b.grad)
+
+
+def test_module_sees_in_place_multiplier_changes() -> None:
+    # the module caches the multipliers in the logits' dtype; an in-place update must invalidate it
+    z, y = _logits().float(), torch.randint(5, (12,))
+    loss = CALSLoss(num_classes=5)
+    before = loss(z, y)
+    loss.lambd.fill_(2.0)
+    after = loss(z, y)
+    assert not torch.equal(before, after)
+    torch.testing.assert_close(after, cals_loss(z, y, 2.0, loss.rho.float(), margin=loss.margin))
+    loss.rho.fill_(3.0)
+    torch.testing.assert_close(loss(z, y), cals_loss(z, y, 2.0, 3.0, margin=loss.margin))
+
+
 def test_extreme_logits_are_finite() -> None:
     z = (torch.randn(8, 5) * 1e4).requires_grad_(True)
     y = torch.randint(5, (8,))

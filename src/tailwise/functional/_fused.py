@@ -24,6 +24,7 @@ double backward gives exactly what the unfused computation gives.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -52,6 +53,13 @@ def log_softmax_rows(z: Tensor) -> Tensor:
     if _transposed(z):
         return torch.log_softmax(z.t().contiguous(), 0).t()
     return torch.log_softmax(z, 1)
+
+
+def _softmax_like(log_p: Tensor, z: Tensor) -> Tensor:
+    """``exp(log_p)`` in a fresh tensor laid out like ``z`` (a gradient autograd need not copy)."""
+    if log_p.stride() == z.stride():
+        return torch.exp(log_p)
+    return torch.exp(log_p, out=torch.empty_like(z, memory_format=torch.contiguous_format))
 
 
 def _write_adjusted(
@@ -167,8 +175,7 @@ class _AdjustedCrossEntropy(torch.autograd.Function):
             if scale is not None:
                 coef = coef * scale
             coef = coef.unsqueeze(1)
-        grad_buf = torch.exp(buf)
-        grad_z = grad_buf.t() if ctx.transposed else grad_buf
+        grad_z = _softmax_like(buf.t() if ctx.transposed else buf, z)
         grad_z.mul_(coef)
         grad_z.scatter_add_(1, index, coef.neg().expand(index.shape))
         if multiplier is not None:
@@ -250,3 +257,31 @@ def cached_vector(
     if cache is not None:
         cache[key] = (vec, vec._version, like.dtype, like.device, scale, out)
     return out
+
+
+def cached_derived(
+    cache: dict[str, tuple[Any, ...]] | None,
+    key: str,
+    sources: tuple[Tensor, ...],
+    extra: tuple[Any, ...],
+    build: Callable[[], Any],
+) -> Any:
+    """``build()``, reused while the ``sources`` tensors are unchanged and ``extra`` is equal.
+
+    The same invalidation rule as :func:`cached_vector` (tensor identity and version counter).
+    ``cache=None`` always builds.
+    """
+    if cache is not None:
+        hit = cache.get(key)
+        if (
+            hit is not None
+            and len(hit[0]) == len(sources)
+            and all(a is b for a, b in zip(hit[0], sources))
+            and hit[1] == tuple(t._version for t in sources)
+            and hit[2] == extra
+        ):
+            return hit[3]
+    value = build()
+    if cache is not None:
+        cache[key] = (sources, tuple(t._version for t in sources), extra, value)
+    return value

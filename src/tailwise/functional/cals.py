@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tailwise._validation import check_in_choices, check_logits_target, check_positive, check_reduction, check_weight
+from tailwise.functional._fused import _softmax_like, cached_derived, cached_vector, log_softmax_rows
 from tailwise.functional._reduce import reduce_loss
-from tailwise.functional._fused import log_softmax_rows
 from tailwise.functional.ce import _compute_logits
 
 __all__ = [
@@ -237,12 +237,54 @@ def cals_loss(
     weight = check_weight(weight, num_classes)
     lam = _check_vector("lambd", lambd, num_classes)
     r = _check_vector("rho", rho, num_classes)
+    return _cals_checked(logits, target, lam, r, margin, penalty, normalize, reduction, weight)
+
+
+def _cals_checked(
+    logits: Tensor,
+    target: Tensor,
+    lambd: Tensor | float,
+    rho: Tensor | float,
+    margin: float,
+    penalty: str,
+    normalize: bool,
+    reduction: str,
+    weight: Tensor | None,
+    cache: dict | None = None,
+) -> Tensor:
+    """:func:`cals_loss` after the argument checks (``margin`` is checked here, as in the original order).
+
+    ``cache``: a module's cache of the multipliers cast to the logits' dtype and of the ``phr``
+    constants (see :func:`tailwise.functional._fused.cached_derived`).
+    """
     z = _compute_logits(logits)
     margin = check_positive("margin", margin)
-    return _CALSLoss.apply(
-        z, target.long(), _as_like(lam, z), _as_like(r, z), margin, penalty, bool(normalize), reduction,
-        None if weight is None else weight.to(device=z.device, dtype=z.dtype),
-    )
+    normalize = bool(normalize)
+    lam = cached_vector(cache, "lambd", lambd, z) if isinstance(lambd, Tensor) else _as_like(lambd, z)
+    r = cached_vector(cache, "rho", rho, z) if isinstance(rho, Tensor) else _as_like(rho, z)
+    consts = None
+    if penalty == "phr":
+        sources = tuple(t for t in (lambd, rho) if isinstance(t, Tensor))
+        extra = (lambd if not isinstance(lambd, Tensor) else None, rho if not isinstance(rho, Tensor) else None,
+                 z.dtype, z.device, margin, normalize, z.shape[1])
+        consts = cached_derived(cache, "phr", sources, extra, lambda: _phr_constants(lam, r, margin, normalize, z.shape[1]))
+    w = cached_vector(cache, "weight", weight, z)
+    return _CALSLoss.apply(z, target.long(), lam, r, consts, margin, penalty, normalize, reduction, w)
+
+
+def _phr_constants(lam: Tensor, r: Tensor, margin: float, normalize: bool, c: int) -> tuple[Tensor, ...]:
+    r"""Per-class constants of the fused ``phr`` penalty.
+
+    :math:`\lambda + \rho h = \alpha + \beta d` with :math:`d = \max_k z_k - z`, and the
+    per-sample penalty :math:`\frac1C\sum_j (P'_j{}^2 - \lambda_j^2)/(2\rho_j) = \sum_j P'_j{}^2 w_j - k`.
+    Returns ``(alpha, beta, w, k)``.
+    """
+    if normalize:
+        alpha, beta = lam - r, r / margin
+    else:
+        alpha, beta = lam - r * margin, r
+    w = torch.reciprocal(r * (2 * c)).expand(c).contiguous()
+    return alpha, beta, w, torch.dot((lam * lam).expand(c), w)
 
 
 def _cals_reference(
@@ -263,19 +305,34 @@ def _cals_reference(
     return reduce_loss(ce, reduction, sample_weight) + reduce_loss(pen, reduction)
 
 
+# Below this many logits the mask of the maxima (three small kernels) is cheaper than the tie scan.
+_TIE_SCAN_MIN_SIZE = 1 << 16
+
+
 class _CALSLoss(torch.autograd.Function):
     r"""Fused CALS loss: :math:`\mathrm{CE}(z, y) + \frac1C\sum_j P(h_{ij})` with the analytic gradient.
 
-    Forward: ``log_softmax`` (one buffer), the constraints :math:`h` (one buffer, overwritten by the
-    penalty values) and the penalty derivative :math:`P'(h)` (one buffer, kept for the backward), with
-    the same operations in the same order as :func:`cals_constraints` and the penalty functions. With
-    :math:`k_i` the gradient reaching sample :math:`i`'s penalty divided by :math:`C` (and by :math:`m`
-    when normalising), the backward is
+    With :math:`c_i` the gradient reaching sample :math:`i`'s cross-entropy, :math:`k_i` the gradient
+    reaching its penalty divided by :math:`C` (and by :math:`m` when normalising) and
+    :math:`d_{ij} = \max_k z_{ik} - z_{ij}`, the backward is
 
     .. math:: \frac{\partial L}{\partial z_{il}} = c_i(\operatorname{softmax}(z_i)_l - [l = y_i])
-        - k_i P'(h_{il}) + \frac{[z_{il} = \max_k z_{ik}]}{\#\arg\max_k z_{ik}}\, k_i \sum_j P'(h_{ij}),
+        - k_i P'(h_{il}) + \frac{[d_{il} = 0]}{\#\{j: d_{ij} = 0\}}\, k_i \sum_j P'(h_{ij}),
 
-    the last term being ``amax``'s gradient (shared evenly among tied maxima).
+    the last term being ``amax``'s gradient (shared evenly among tied maxima, as autograd does).
+
+    For the default ``phr`` penalty the forward keeps three ``(N, C)`` buffers (the log-softmax,
+    :math:`d` turned in place into :math:`P'(h) = \max(0, \lambda + \rho h)`, and one temporary),
+    with :math:`\lambda + \rho h = (\lambda - \rho) + (\rho/m)\, d` (:math:`m` for :math:`\rho/m`
+    and :math:`\rho m` for :math:`\rho` without normalisation) in one ``addcmul`` and the penalty sum
+    :math:`\sum_j (P'^2 - \lambda^2)/(2\rho)` as a matrix-vector product; it equals the operation by
+    operation evaluation of :func:`cals_constraints` and :func:`phr_penalty` up to rounding. The other
+    penalties evaluate :math:`h` and the penalty function as those functions do.
+
+    On CPU, for large batches, the maximum comes with its index and ties are looked for once (one
+    reduction and one host read); without ties ``amax``'s gradient is a scatter to that index,
+    otherwise (and for small batches, and on other devices to avoid a synchronisation) it uses the
+    mask of the maxima.
     """
 
     @staticmethod
@@ -285,40 +342,52 @@ class _CALSLoss(torch.autograd.Function):
         target: Tensor,
         lam: Tensor,
         r: Tensor,
+        consts: tuple[Tensor, ...] | None,
         margin: float,
         penalty: str,
         normalize: bool,
         reduction: str,
         weight: Tensor | None,
     ) -> Tensor:
+        n, c = z.shape
         log_p = log_softmax_rows(z)
         ce = log_p.gather(1, target.unsqueeze(1)).squeeze(1).neg_()
-        zmax = z.amax(dim=-1, keepdim=True)
-        # h = (max_k z_k - z - m) / m, as cals_constraints computes it
-        h = torch.sub(zmax, z)
-        h.sub_(margin)
-        if normalize:
-            h.div_(margin)
-        if penalty == "phr":
-            # P'(h) = max(0, lam + rho h) and P(h) = (max(0, a)^2 - lam^2) / (2 rho): phr_penalty's
-            # torch.where of the two branches, operation for operation (0 * 0 - lam^2 = -lam^2).
-            deriv = torch.mul(h, r)
-            deriv.add_(lam).clamp_min_(0)
-            value = torch.mul(deriv, deriv, out=h)
-            value.sub_(lam * lam).div_(2 * r)
+        at_max = arg_max = None
+        if z.device.type == "cpu" and n * c >= _TIE_SCAN_MIN_SIZE:
+            zmax, arg_max = z.max(dim=1, keepdim=True)
+            d = torch.sub(zmax, z)  # >= 0, and 0 exactly at the maxima
+            if c > 1:  # is there a second zero in some row?
+                d.scatter_(1, arg_max, 1.0)
+                tied = bool((d.amin(dim=1) == 0).any())
+                d.scatter_(1, arg_max, 0.0)
+                if tied:
+                    at_max, arg_max = z == zmax, None
         else:
+            zmax = z.amax(dim=-1, keepdim=True)
+            d = torch.sub(zmax, z)
+            at_max = torch.eq(z, zmax, out=torch.empty_like(d))  # as 0/1 in the logits' dtype
+        if consts is not None:  # phr
+            alpha, beta, w, k = consts
+            # P'(h) = max(0, lam + rho h) = max(0, alpha + beta d), in place in d
+            deriv = torch.addcmul(alpha, d, beta, out=d).clamp_min_(0)
+            # mean_j P(h_j) = mean_j (max(0, a_j)^2 - lam_j^2) / (2 rho_j) = sum_j P'_j^2 w_j - k
+            pen = torch.mv(deriv.square(), w).sub_(k)
+        else:
+            h = d.sub_(margin)
+            if normalize:
+                h.div_(margin)
             value, deriv = CALS_PENALTIES[penalty](h, lam, r)
-        pen = value.mean(dim=-1)
+            pen = value.mean(dim=-1)
         sample_weight = None if weight is None else weight.index_select(0, target)
-        ctx.save_for_backward(z, log_p, target, lam, r, zmax, deriv, weight, sample_weight)
+        ctx.save_for_backward(z, log_p, target, lam, r, deriv, weight, sample_weight, at_max, arg_max)
         ctx.options = (margin, penalty, normalize, reduction)
         return reduce_loss(ce, reduction, sample_weight) + reduce_loss(pen, reduction)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        z, log_p, target, lam, r, zmax, deriv, weight, sample_weight = ctx.saved_tensors
+        z, log_p, target, lam, r, deriv, weight, sample_weight, at_max, arg_max = ctx.saved_tensors
         margin, penalty, normalize, reduction = ctx.options
-        nones = (None,) * 8
+        nones = (None,) * 9
         if not ctx.needs_input_grad[0]:
             return (None, *nones)
         if torch.is_grad_enabled():  # create_graph=True: differentiate the plain expression
@@ -341,21 +410,23 @@ class _CALSLoss(torch.autograd.Function):
                     c_ce = c_ce / sample_weight.sum()
                 c_ce = c_ce.unsqueeze(1)
         k = c_pen / (c * margin) if normalize else c_pen / c
-        grad_z = torch.exp(log_p)
+        grad_z = _softmax_like(log_p, z)
         grad_z.mul_(c_ce)
         grad_z.scatter_add_(1, target.unsqueeze(1), c_ce.neg().expand(n, 1))
-        # penalty through h: -k P'(h), plus amax's share of k * sum_j P'(h_ij) at the maxima
+        # the penalty through h: -k P'(h), and amax's share of k * sum_j P'(h_ij) at the maxima
         grad_z.addcmul_(deriv, k, value=-1)
-        at_max = z == zmax
-        share = deriv.sum(dim=1, keepdim=True).mul_(k).div_(at_max.sum(dim=1, keepdim=True))
-        grad_z.addcmul_(at_max, share)
+        share = deriv.sum(dim=1, keepdim=True).mul_(k)
+        if at_max is None:
+            grad_z.scatter_add_(1, arg_max, share)
+        else:
+            grad_z.addcmul_(at_max, share.div_(at_max.sum(dim=1, keepdim=True)))
         return (grad_z, *nones)
 
 
-def _check_vector(name: str, value: Tensor | float, num_classes: int) -> Tensor | float:
+def _check_vector(name: str, value: Tensor | float, num_classes: int, *, detach: bool = True) -> Tensor | float:
     if isinstance(value, Tensor) and value.ndim > 0 and value.shape != (num_classes,):
         raise ValueError(f"{name} must be a scalar or a 1-D tensor with {num_classes} entries; got shape {tuple(value.shape)}")
-    return value.detach() if isinstance(value, Tensor) else value
+    return value.detach() if detach and isinstance(value, Tensor) else value
 
 
 @torch.no_grad()

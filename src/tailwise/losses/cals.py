@@ -14,11 +14,20 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from tailwise._validation import check_finite, check_in_choices, check_positive, check_reduction, describe
+from tailwise._validation import (
+    check_finite,
+    check_in_choices,
+    check_logits_target,
+    check_positive,
+    check_reduction,
+    check_weight,
+    describe,
+)
 from tailwise.functional.cals import (
     CALS_PENALTIES,
+    _cals_checked,
+    _check_vector,
     cals_constraints,
-    cals_loss,
     cals_validation_stats,
 )
 from tailwise.registry import LOSSES
@@ -162,6 +171,7 @@ class CALSLoss(nn.Module):
             if w.shape != (c,):
                 raise ValueError(f"weight must be a 1-D tensor with {c} entries (one per class); got {describe(weight)}")
         self.register_buffer("weight", w)
+        self._cache: dict = {}  # buffers cast to the logits' dtype (tailwise.functional._fused.cached_vector)
 
     # ------------------------------------------------------------------ training
     def set_weight(self, weight: Tensor | Sequence[float] | None) -> None:
@@ -187,16 +197,17 @@ class CALSLoss(nn.Module):
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Cross-entropy plus the CALS penalty at the current multipliers."""
         z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
-        return cals_loss(
-            z,
-            target,
-            self.lambd.to(z.dtype),
-            self.rho.to(z.dtype),
-            margin=self.margin,
-            penalty=self.penalty,
-            normalize=self.normalize,
-            reduction=self.reduction,
-            weight=self.weight,
+        # cals_loss(z, target, lambd, rho, ...) with the same checks in the same order; the buffers
+        # (constants during training) are cast, and the phr constants derived, once per change.
+        check_logits_target(z, target)
+        check_reduction(self.reduction)
+        check_in_choices("penalty", self.penalty, tuple(CALS_PENALTIES))
+        num_classes = z.shape[1]
+        weight = check_weight(self.weight, num_classes)
+        lambd = _check_vector("lambd", self.lambd, num_classes, detach=False)
+        rho = _check_vector("rho", self.rho, num_classes, detach=False)
+        return _cals_checked(
+            z, target, lambd, rho, self.margin, self.penalty, self.normalize, self.reduction, weight, self._cache
         )
 
     # ------------------------------------------------------------------ multiplier updates
