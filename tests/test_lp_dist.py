@@ -70,6 +70,24 @@ def test_chunking_does_not_change_results() -> None:
         torch.testing.assert_close(a, b)
 
 
+def test_chunk_budget_setting() -> None:
+    from tailwise.layers import lp_dist as module
+
+    old = set_lp_dist_chunk_elements(None)
+    try:
+        # per-device defaults: 2^16 elements on the CPU (cache-sized), 2^24 elsewhere
+        assert module._chunk(4, 64, 1, 1000, torch.device("cpu")) == (1 << 16) // 256
+        assert module._chunk(4, 64, 1, 1000, torch.device("meta")) == 1000
+        assert set_lp_dist_chunk_elements(512) is None
+        assert module._chunk(4, 64, 1, 1000, torch.device("meta")) == 2
+        assert module._chunk(4, 1024, 1, 1000, torch.device("cpu")) == 1  # at least one output per chunk
+        for bad in (0, -3, True, 2.5, "8"):
+            with pytest.raises(ValueError, match="n must be a positive integer or None; got"):
+                set_lp_dist_chunk_elements(bad)  # type: ignore[arg-type]
+    finally:
+        set_lp_dist_chunk_elements(old)
+
+
 def test_large_p_is_finite_and_close_to_inf() -> None:
     g = torch.Generator().manual_seed(4)
     x = 200 * torch.randn(4, 16, 1, generator=g)  # |x − w| ~ 100s: |d|^1000 overflows without rescaling

@@ -12,7 +12,9 @@ contiguous blocks and output block ``g`` reads input block ``g``.
 Implementation (pure PyTorch, any device):
 
 * ``p = ∞``: a custom autograd function computes the forward in chunks over output channels (bounding
-  the transient ``(B, chunk, CI/G, HW)`` difference tensor) and saves only the argmax indices
+  the transient ``(B, chunk, CI/G, HW)`` difference tensor: 2^16 elements on the CPU, so that each chunk's
+  difference, absolute value and maximum stay in cache, 2^24 elsewhere to keep kernel launches few; see
+  :func:`set_lp_dist_chunk_elements`) and saves only the argmax indices
   ``(B, CO, HW)``; the backward scatters ``± grad`` to the argmax input/weight entries. Memory kept for
   backward is ``O(B·CO·HW)`` plus the inputs, not ``O(B·CO·CI·HW)``.
 * finite ``p ≥ 1``: ``u = M·‖(x − w)/M‖_p`` with ``M = max_i |x_i − w_i|`` treated as a constant, which
@@ -49,14 +51,25 @@ __all__ = [
     "set_lp_dist_chunk_elements",
 ]
 
-_CHUNK_ELEMENTS = 1 << 24
+_CPU_CHUNK_ELEMENTS = 1 << 16  # 256 KiB of float32: the chunk's temporaries stay in the L2 cache
+_DEVICE_CHUNK_ELEMENTS = 1 << 24  # accelerators: few, large kernels
+_CHUNK_ELEMENTS: int | None = None  # None: the per-device defaults above
 
 
-def set_lp_dist_chunk_elements(n: int) -> int:
-    """Set the element budget of one chunk's ``(B, chunk, CI/G, HW)`` difference tensor; returns the old value."""
+def set_lp_dist_chunk_elements(n: int | None) -> int | None:
+    """Set the element budget of one chunk's ``(B, chunk, CI/G, HW)`` difference tensor.
+
+    Args:
+        n: a positive number of elements for every device, or ``None`` for the defaults (``2**16`` on
+            the CPU, where smaller chunks stay in cache and run about twice as fast as one large
+            difference tensor; ``2**24`` on other devices).
+
+    Returns:
+        The previous setting (``None`` for the defaults).
+    """
     global _CHUNK_ELEMENTS
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive integer; got {n!r}")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"n must be a positive integer or None; got {n!r}")
     old, _CHUNK_ELEMENTS = _CHUNK_ELEMENTS, n
     return old
 
@@ -92,8 +105,11 @@ def _check_xw(x: Tensor, w: Tensor, groups: int, xname: str = "x") -> tuple[int,
     return b, ci, hw, co, cig
 
 
-def _chunk(b: int, cig: int, hw: int, cog: int) -> int:
-    return max(1, min(cog, _CHUNK_ELEMENTS // max(1, b * cig * hw)))
+def _chunk(b: int, cig: int, hw: int, cog: int, device: torch.device) -> int:
+    budget = _CHUNK_ELEMENTS
+    if budget is None:
+        budget = _CPU_CHUNK_ELEMENTS if device.type == "cpu" else _DEVICE_CHUNK_ELEMENTS
+    return max(1, min(cog, budget // max(1, b * cig * hw)))
 
 
 def _blocks(groups: int, cog: int, chunk: int) -> list[tuple[int, int, int]]:
@@ -115,7 +131,7 @@ class _InfDist(torch.autograd.Function):
         cog = co // groups
         y = x.new_empty((b, co, hw))
         idx = torch.empty((b, co, hw), dtype=torch.int64, device=x.device)
-        for g, o0, o1 in _blocks(groups, cog, _chunk(b, cig, hw, cog)):
+        for g, o0, o1 in _blocks(groups, cog, _chunk(b, cig, hw, cog, x.device)):
             xg = x[:, g * cig : (g + 1) * cig].unsqueeze(1)
             d = (xg - w[o0:o1].unsqueeze(-1)).abs_()
             v, i = d.max(dim=2)
@@ -164,7 +180,7 @@ class _LpDist(torch.autograd.Function):
         co, cig = w.shape
         cog = co // groups
         y = x.new_empty((b, co, hw))
-        for g, o0, o1 in _blocks(groups, cog, _chunk(b, cig, hw, cog)):
+        for g, o0, o1 in _blocks(groups, cog, _chunk(b, cig, hw, cog, x.device)):
             xg = x[:, g * cig : (g + 1) * cig].unsqueeze(1)
             d = (xg - w[o0:o1].unsqueeze(-1)).abs_()
             y[:, o0:o1] = _rescaled_norm(d, p, 2)
@@ -185,7 +201,7 @@ class _LpDist(torch.autograd.Function):
         grad_x = torch.zeros_like(x) if need_x else None
         grad_w = torch.zeros_like(w) if need_w else None
         y_safe = y.clamp_min(torch.finfo(y.dtype).tiny)
-        for g, o0, o1 in _blocks(groups, cog, _chunk(b, cig, hw, cog)):
+        for g, o0, o1 in _blocks(groups, cog, _chunk(b, cig, hw, cog, x.device)):
             xg = x[:, g * cig : (g + 1) * cig].unsqueeze(1)
             d = xg - w[o0:o1].unsqueeze(-1)
             coef = (d.abs() / y_safe[:, o0:o1].unsqueeze(2)).pow(p - 1.0) * torch.sign(d)
@@ -251,7 +267,7 @@ def interval_lp_distance(
     cog = co // groups
     outs_lo: list[Tensor] = []
     outs_up: list[Tensor] = []
-    for g, o0, o1 in _blocks(groups, cog, _chunk(b, cig, hw, cog)):
+    for g, o0, o1 in _blocks(groups, cog, _chunk(b, cig, hw, cog, lower.device)):
         lo = lower[:, g * cig : (g + 1) * cig].unsqueeze(1)
         up = upper[:, g * cig : (g + 1) * cig].unsqueeze(1)
         wc = w[o0:o1].unsqueeze(-1)
