@@ -84,3 +84,48 @@ def test_bad_inputs() -> None:
         mbls_loss(z, y[:5])
     with pytest.raises(TypeError, match="target must hold int64 class indices"):
         mbls_loss(z, torch.rand(10, 6, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_fused_matches_plain_autograd_with_ties(reduction: str) -> None:
+    # rounded logits: tied maxima (Tensor.max's gradient goes to its returned index) and distances
+    # exactly at the margin (relu's gradient is 0 there); the official composition is the reference.
+    g = torch.Generator().manual_seed(5)
+    z = (torch.randn(64, 7, dtype=torch.float64, generator=g) * 4).round()
+    z[:8, 3] = z[:8].amax(dim=1)
+    y = torch.randint(7, (64,), generator=g)
+    w = torch.rand(7, dtype=torch.float64, generator=g) + 0.5
+    a = z.clone().requires_grad_(True)
+    b = z.clone().requires_grad_(True)
+    fused = mbls_loss(a, y, margin=3.0, alpha=0.3, reduction=reduction, weight=w)
+    ce = F.cross_entropy(b, y, weight=w, reduction="none")
+    pen = mbls_margin_penalty(b, 3.0)
+    if reduction == "none":
+        plain = ce + 0.3 * pen
+    elif reduction == "sum":
+        plain = ce.sum() + 0.3 * pen.sum()
+    else:
+        plain = ce.sum() / w[y].sum() + 0.3 * pen.mean()
+    torch.testing.assert_close(fused, plain)
+    upstream = torch.rand_like(fused)
+    fused.backward(upstream)
+    plain.backward(upstream)
+    torch.testing.assert_close(a.grad, b.grad)
+    assert (z.sub(z.amax(dim=1, keepdim=True)).abs() == 3.0).any()  # the margin boundary is exercised
+
+
+def test_gradgradcheck() -> None:
+    z = (torch.randn(6, 4, dtype=torch.float64) * 5).requires_grad_(True)
+    y = torch.randint(4, (6,))
+    with validation_disabled():
+        assert torch.autograd.gradgradcheck(lambda x: mbls_loss(x, y, margin=2.0, alpha=0.5), (z,))
+
+
+def test_module_weight_cache_follows_set_weight() -> None:
+    z, y = _data()
+    mod = MbLSLoss(margin=3.0, weight=[1.0] * 6)
+    first = mod(z.float(), y)
+    mod.set_weight([2.0, 1.0, 1.0, 1.0, 1.0, 0.5])
+    w = torch.tensor([2.0, 1.0, 1.0, 1.0, 1.0, 0.5])
+    torch.testing.assert_close(mod(z.float(), y), mbls_loss(z.float(), y, margin=3.0, weight=w))
+    assert not torch.equal(first, mod(z.float(), y))

@@ -62,6 +62,27 @@ def _softmax_like(log_p: Tensor, z: Tensor) -> Tensor:
     return torch.exp(log_p, out=torch.empty_like(z, memory_format=torch.contiguous_format))
 
 
+def loss_coefficients(
+    grad: Tensor, reduction: str, n: int, sample_weight: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """Gradients reaching each sample's cross-entropy and penalty terms of ``CE + penalty``.
+
+    For ``reduce(CE_i, w_{y_i}) + reduce(pen_i)`` with the upstream gradient ``grad``: returns
+    ``(c_ce, c_pen)``, each of shape ``(N, 1)`` or a scalar, with ``c_ce = grad * w_{y_i} / sum_k w_{y_k}``
+    (``/ N`` unweighted) for ``"mean"`` and ``c_pen = grad / N``.
+    """
+    if reduction == "none":
+        c_pen = grad.unsqueeze(1)
+        return (c_pen if sample_weight is None else c_pen * sample_weight.unsqueeze(1)), c_pen
+    c_pen = grad / n if reduction == "mean" else grad
+    if sample_weight is None:
+        return c_pen, c_pen
+    c_ce = grad * sample_weight
+    if reduction == "mean":
+        c_ce = c_ce / sample_weight.sum()
+    return c_ce.unsqueeze(1), c_pen
+
+
 def _write_adjusted(
     t: Tensor,
     z: Tensor,

@@ -33,7 +33,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tailwise._validation import check_in_choices, check_logits_target, check_positive, check_reduction, check_weight
-from tailwise.functional._fused import _softmax_like, cached_derived, cached_vector, log_softmax_rows
+from tailwise.functional._fused import (
+    _softmax_like,
+    cached_derived,
+    cached_vector,
+    log_softmax_rows,
+    loss_coefficients,
+)
 from tailwise.functional._reduce import reduce_loss
 from tailwise.functional.ce import _compute_logits
 
@@ -397,18 +403,7 @@ class _CALSLoss(torch.autograd.Function):
             return (grad_z, *nones)
         n, c = z.shape
         # gradients reaching each sample's CE term (c_ce) and penalty term (c_pen), shape (N, 1) or ()
-        if reduction == "none":
-            c_pen = grad.unsqueeze(1)
-            c_ce = c_pen if sample_weight is None else c_pen * sample_weight.unsqueeze(1)
-        else:
-            c_pen = grad / n if reduction == "mean" else grad
-            if sample_weight is None:
-                c_ce = c_pen
-            else:
-                c_ce = grad * sample_weight
-                if reduction == "mean":
-                    c_ce = c_ce / sample_weight.sum()
-                c_ce = c_ce.unsqueeze(1)
+        c_ce, c_pen = loss_coefficients(grad, reduction, n, sample_weight)
         k = c_pen / (c * margin) if normalize else c_pen / c
         grad_z = _softmax_like(log_p, z)
         grad_z.mul_(c_ce)
