@@ -173,16 +173,32 @@ def call(v: Variant, logits: Tensor, target: Tensor) -> float:
     return time.perf_counter() - t
 
 
+def block(v: Variant, logits: Tensor, target: Tensor, iters: int) -> float:
+    """Seconds per call over ``iters`` consecutive forward+backward calls of ``v`` (warm caches)."""
+    if v.validate is not None:
+        tailwise.set_validation(v.validate)
+    fn = v.fn
+    t = time.perf_counter()
+    for _ in range(iters):
+        logits.grad = None
+        fn(logits, target).backward()
+    return (time.perf_counter() - t) / iters
+
+
 def measure(variants: list[Variant], logits: Tensor, target: Tensor, rounds: int, iters: int, warmup: int
-            ) -> tuple[list[list[float]], list[list[float]]]:
-    """Per-round median and minimum seconds per call, each ``[round][variant]``."""
+            ) -> tuple[list[list[float]], list[list[float]], list[list[float]]]:
+    """Per-round median and minimum seconds per interleaved call, and per-call seconds of consecutive blocks.
+
+    Each list is ``[round][variant]``.
+    """
     for _ in range(warmup):
         for v in variants:
             call(v, logits, target)
-    per_round, per_round_min = [], []
+    per_round, per_round_min, per_round_block = [], [], []
     k = len(variants)
     for r in range(rounds):
         samples: list[list[float]] = [[] for _ in variants]
+        blocks = [0.0] * k
         gc.collect()
         gc.disable()
         try:
@@ -191,14 +207,18 @@ def measure(variants: list[Variant], logits: Tensor, target: Tensor, rounds: int
                 for j in range(k):
                     i = (j + shift) % k
                     samples[i].append(call(variants[i], logits, target))
+            for j in range(k):
+                i = (j + r) % k
+                blocks[i] = block(variants[i], logits, target, iters)
         finally:
             gc.enable()
             tailwise.set_validation(True)
         per_round.append([statistics.median(s) for s in samples])
         per_round_min.append([min(s) for s in samples])
+        per_round_block.append(blocks)
         print(f"  round {r + 1}/{rounds}: F.cross_entropy median {per_round[-1][0] * 1e6:.1f} us, "
-              f"min {per_round_min[-1][0] * 1e6:.1f} us", flush=True)
-    return per_round, per_round_min
+              f"min {per_round_min[-1][0] * 1e6:.1f} us, block {blocks[0] * 1e6:.1f} us", flush=True)
+    return per_round, per_round_min, per_round_block
 
 
 def quartiles(xs: list[float]) -> tuple[float, float, float]:
@@ -214,41 +234,45 @@ def verdict(ratio: float, target: float | None) -> str:
     return "PASS" if ratio <= target else f"**FAIL** ({ratio / target:.2f}x over)"
 
 
-def table(variants: list[Variant], per_round: list[list[float]], per_round_min: list[list[float]]
-          ) -> tuple[str, list[tuple[str, str]]]:
+def table(variants: list[Variant], per_round: list[list[float]], per_round_min: list[list[float]],
+          per_round_block: list[list[float]]) -> tuple[str, list[tuple[str, str]]]:
     """Markdown rows (one per loss, validation on/off side by side) and the misses."""
     ce_us = statistics.median(r[0] for r in per_round) * 1e6
     ce_min_us = statistics.median(r[0] for r in per_round_min) * 1e6
+    ce_block_us = statistics.median(r[0] for r in per_round_block) * 1e6
     stats = {}
     for i, v in enumerate(variants):
         ratios = [r[i] / r[0] for r in per_round]
         q1, med, q3 = quartiles(ratios)
         min_ratio = statistics.median(r[i] / r[0] for r in per_round_min)
-        stats[(v.name, v.validate)] = (statistics.median(r[i] for r in per_round) * 1e6, med, q1, q3, min_ratio)
+        block_ratio = statistics.median(r[i] / r[0] for r in per_round_block)
+        stats[(v.name, v.validate)] = (statistics.median(r[i] for r in per_round) * 1e6, med, q1, q3, min_ratio,
+                                       block_ratio)
     lines = [
-        "| loss | form | target | val. on: us/call | ratio (IQR) | ratio of minima | verdict "
-        "| val. off: us/call | ratio (IQR) | ratio of minima | verdict |",
-        "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---|",
+        "| loss | form | target | val. on: us/call | ratio (IQR) | ratio of minima | consecutive calls ratio "
+        "| verdict | val. off: us/call | ratio (IQR) | ratio of minima | consecutive calls ratio | verdict |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|",
     ]
     misses = []
     for v in variants:
         if v.kind == "baseline":
-            t, med, q1, q3, mr = stats[(v.name, None)]
-            cell = f"{t:.1f} | {med:.2f} ({q1:.2f}–{q3:.2f}) | {mr:.2f}"
+            t, med, q1, q3, mr, br = stats[(v.name, None)]
+            cell = f"{t:.1f} | {med:.2f} ({q1:.2f}–{q3:.2f}) | {mr:.2f} | {br:.2f}"
             lines.append(f"| {v.name} | torch | – | {cell} | baseline | {cell} | baseline |")
             continue
         if v.validate is False:
             continue
         on, off = stats[(v.name, True)], stats[(v.name, False)]
         cells = []
-        for label, (t, med, q1, q3, mr) in (("on", on), ("off", off)):
+        for label, (t, med, q1, q3, mr, br) in (("on", on), ("off", off)):
             vd = verdict(med, v.target)
             if vd != "PASS":
-                misses.append((f"`{v.name}` ({v.kind}, target {v.target:g}x)", f"val. {label} {med:.2f}x"))
-            cells.append(f"{t:.1f} | {med:.2f} ({q1:.2f}–{q3:.2f}) | {mr:.2f} | {vd}")
+                misses.append((f"`{v.name}` ({v.kind}, target {v.target:g}x)",
+                               f"val. {label} {med:.2f}x (consecutive calls {br:.2f}x)"))
+            cells.append(f"{t:.1f} | {med:.2f} ({q1:.2f}–{q3:.2f}) | {mr:.2f} | {br:.2f} | {vd}")
         lines.append(f"| {v.name} | {v.kind} | {v.target:g}x | {cells[0]} | {cells[1]} |")
-    head = (f"`F.cross_entropy` baseline: {ce_us:.1f} us per forward+backward (median call; fastest call "
-            f"{ce_min_us:.1f} us).\n\n")
+    head = (f"`F.cross_entropy` baseline: {ce_us:.1f} us per forward+backward (median interleaved call; fastest "
+            f"call {ce_min_us:.1f} us; {ce_block_us:.1f} us per call in consecutive blocks).\n\n")
     return head + "\n".join(lines), misses
 
 
@@ -281,8 +305,8 @@ def main() -> None:
         target = torch.multinomial(counts / counts.sum(), n, replacement=True, generator=g)
         variants = build_variants(c, counts, modules)
         iters = args.iters_large if c >= 100 else args.iters_small
-        per_round, per_round_min = measure(variants, logits, target, args.rounds, iters, args.warmup)
-        text, misses = table(variants, per_round, per_round_min)
+        per_round, per_round_min, per_round_block = measure(variants, logits, target, args.rounds, iters, args.warmup)
+        text, misses = table(variants, per_round, per_round_min, per_round_block)
         for key, text_miss in misses:
             all_misses.setdefault(key, []).append(f"N={n}, C={c} {text_miss}")
         sections.append(f"## N={n}, C={c} ({iters} sweeps per round)\n\n"
@@ -306,6 +330,13 @@ round, with their interquartile range. "val. on" is the default (value checks: f
 range); "val. off" is `tailwise.set_validation(False)`. `F.cross_entropy (control copy)` is the baseline
 timed a second time in every sweep: its distance from 1.00 is the noise floor. "Ratio of minima" is the
 median over rounds of the ratio of the fastest calls, a cross-check that is less sensitive to load.
+"Consecutive calls ratio" times, after each round's interleaved sweeps, a block of the same number of
+consecutive calls of each variant (warm instruction and data caches, as `timeit` measures), median over
+rounds of the per-round ratio. The verdict uses the interleaved median, the stricter of the two: with
+every variant run between calls of the others, the Python-level code of a loss runs with cold caches,
+as it does in a training step between the model's forward and backward, while `F.cross_entropy` is a
+single C++ call; the gap between the two columns is that effect, largest at N=256, C=10 where one call
+is tens of microseconds.
 
 Machine: {cpu_model()}, {os.cpu_count()} logical CPUs, torch threads: {threads} (other processes were
 running on the machine; load average {os.getloadavg()[0]:.1f} at the end of the run). Python {platform.python_version()}; torch {torch.__version__}; tailwise
@@ -321,8 +352,9 @@ Not timed (not called as `loss(logits, target)`): {", ".join(f"`{k}` ({r})" for 
 `absgd` (default base `ce`, lam 5, from epoch 0) has no module-free form and updates its state on every
 call; `logit_clip`'s module-free form is `clip_logits` followed by `cross_entropy`.
 
-Notes. Value checks on a CPU tensor need no device synchronisation, but `torch.isfinite(logits).all()`
-makes several passes over the `(N, C)` logits with temporaries (on the GPU the same check is a sync). With
+Notes. Value checks on a CPU tensor need no device synchronisation: labels cost one `aminmax`, finite
+logits one sum (a finite sum proves every element finite; only a non-finite sum runs the element-wise
+check); on the GPU each check is a synchronisation. With
 `--logits randn`, LDAM multiplies standard-normal logits by its scale 30, most softmax terms underflow to
 float32 subnormals and x86 handles those slowly (an order of magnitude slower in a spot check here; the
 same happens to `F.cross_entropy(30 * logits)`, and `torch.set_flush_denormal(True)` removes it): an
