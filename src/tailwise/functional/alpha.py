@@ -15,11 +15,31 @@ with the limits :math:`-\log \hat p_y` (log-loss) at :math:`\alpha = 1` and :mat
 :math:`\alpha = \infty`; :math:`\alpha = 1/2` gives :math:`\hat p_y^{-1} - 1` (the exponential loss in
 the binary margin form). :math:`\alpha > 1` is robust to label noise, :math:`\alpha < 1` emphasises
 hard (e.g. minority-class) samples.
+
+For integer labels (without the ``official_*`` options) the loss runs as one autograd node,
+:class:`_AlphaLoss`, with the analytic gradient. With :math:`\varepsilon = 1 - 1/\alpha`,
+:math:`\ell_i = -\operatorname{expm1}(\varepsilon \log\hat p_{i y_i})/\varepsilon` and :math:`c_i` the
+gradient reaching :math:`\ell_i` (the upstream gradient times :math:`w_{y_i}`, divided by
+:math:`\sum_k w_{y_k}`, or by :math:`N` without weights, for ``'mean'``),
+
+.. math::
+
+    \frac{\partial \ell_i}{\partial \log\hat p_{i y_i}} = -\hat p_{i y_i}^{\,\varepsilon},
+    \qquad
+    \frac{\partial L}{\partial z_{ij}} = s_i\bigl(\hat p_{ij} - [j = y_i]\bigr),
+    \quad s_i = c_i\, e^{\varepsilon \log\hat p_{i y_i}},
+
+since :math:`\partial \log\hat p_{iy}/\partial z_{ij} = [j = y] - \hat p_{ij}` (:math:`s_i = c_i` at
+:math:`\alpha = 1`, :math:`s_i = c_i\hat p_{iy_i}` at :math:`\alpha = \infty`). The forward evaluates the
+operations of the plain composition (``log_softmax``, ``gather``, ``expm1``, the reduction), so the
+values agree with it; the backward needs one ``(N, C)`` buffer. Higher-order gradients
+(``create_graph=True``) are taken through the plain composition.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tailwise._validation import check_logits_target, check_positive, check_reduction, check_weight, describe
+from tailwise.functional._fused import _SMALL_C, cached_vector
 from tailwise.functional._reduce import reduce_loss
 
 __all__ = ["alpha_loss", "check_alpha"]
@@ -34,9 +55,29 @@ __all__ = ["alpha_loss", "check_alpha"]
 # The official code adds this constant to the softmax inside the log at alpha == 1.
 _OFFICIAL_LOG_EPS = 1e-8
 
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+# 0-d CPU tensors of (value, dtype) used as operands by the fused kernel. A Python number operand costs
+# a conversion (a small tensor, cast and copied) on every call; a 0-d tensor of the operand's dtype
+# gives the same result without it.
+_SCALARS: dict[tuple[float, torch.dtype], Tensor] = {}
+
+
+def _scalar(value: float, dtype: torch.dtype) -> Tensor:
+    """``value`` as a cached 0-d CPU tensor of ``dtype`` (never written to)."""
+    key = (value, dtype)
+    t = _SCALARS.get(key)
+    if t is None:
+        if len(_SCALARS) >= 64:
+            _SCALARS.clear()
+        t = _SCALARS[key] = torch.tensor(value, dtype=dtype)
+    return t
+
 
 def check_alpha(alpha: float) -> float:
     """Validate :math:`\\alpha \\in (0, \\infty]` and return it as a float."""
+    if type(alpha) is float and 0.0 < alpha < math.inf:  # the common case, without the general checks
+        return alpha
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)):
         raise TypeError(f"alpha must be a number in (0, inf]; got {describe(alpha)}")
     if float(alpha) == math.inf:
@@ -118,19 +159,143 @@ def alpha_loss(
     check_reduction(reduction)
     alpha = check_alpha(alpha)
     weight = check_weight(weight, logits.shape[1])
+    return _alpha_checked(logits, target, soft, alpha, reduction, weight, official_sigmoid, official_numerics)
 
-    z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+
+def _alpha_checked(
+    logits: Tensor,
+    target: Tensor,
+    soft: bool,
+    alpha: float,
+    reduction: str,
+    weight: Tensor | None,
+    official_sigmoid: bool = False,
+    official_numerics: bool = False,
+    cache: dict | None = None,
+) -> Tensor:
+    """:func:`alpha_loss` of validated arguments; ``cache`` holds a module's weight cast to the logits' dtype.
+
+    Integer labels without the ``official_*`` options take the fused :class:`_AlphaLoss`; soft targets,
+    the official options and a ``weight`` that requires a gradient take the plain composition.
+    """
+    z = logits.float() if logits.dtype in _LOW_PRECISION else logits
+    w = None if weight is None else cached_vector(cache, "weight", weight, z)
+    if soft or official_sigmoid or official_numerics or (w is not None and w.requires_grad):
+        return _alpha_composition(z, target, soft, alpha, reduction, w, official_sigmoid, official_numerics)
+    return _AlphaLoss.apply(z, target if target.dtype == torch.int64 else target.long(), alpha, reduction, w)
+
+
+def _alpha_composition(
+    z: Tensor,
+    target: Tensor,
+    soft: bool,
+    alpha: float,
+    reduction: str,
+    weight: Tensor | None,
+    official_sigmoid: bool = False,
+    official_numerics: bool = False,
+) -> Tensor:
+    """:func:`alpha_loss` of compute logits ``z`` through plain autograd operations.
+
+    ``weight`` is already cast to ``z``'s dtype and device (or ``None``).
+    """
     if official_sigmoid:
         z = torch.sigmoid(z)
     log_p = F.log_softmax(z, dim=1)
     if soft:
         t = target.to(log_p.dtype)
         if weight is not None:
-            t = t * weight.to(device=log_p.device, dtype=log_p.dtype)
+            t = t * weight
         per_sample = (t * _alpha_terms(log_p, alpha, official_numerics)).sum(dim=1)
         return reduce_loss(per_sample, reduction)
     target = target.long()
     log_p_y = log_p.gather(1, target.unsqueeze(1)).squeeze(1)
     per_sample = _alpha_terms(log_p_y, alpha, official_numerics)
-    sample_weight = None if weight is None else weight.to(device=log_p.device, dtype=log_p.dtype)[target]
+    sample_weight = None if weight is None else weight[target]
     return reduce_loss(per_sample, reduction, sample_weight)
+
+
+class _AlphaLoss(torch.autograd.Function):
+    r"""Fused alpha-loss of integer labels with the analytic gradient (see the module docstring).
+
+    Forward: :math:`\log\hat p = \mathrm{log\_softmax}(z)`, :math:`x_i = \varepsilon\log\hat p_{iy_i}`,
+    :math:`\ell_i = -\operatorname{expm1}(x_i)/\varepsilon` (:math:`-\log\hat p_{iy_i}` at
+    :math:`\alpha = 1`), reduced as :func:`tailwise.functional._reduce.reduce_loss` does. It keeps the
+    log-softmax and the vector :math:`x` for the backward, which builds
+    :math:`s_i(\hat p_{ij} - [j = y_i])` with :math:`s_i = c_i e^{x_i}` in one ``(N, C)`` buffer.
+
+    For few classes in float32 on CPU the log-softmax is computed and kept transposed, ``(C, N)``
+    (see :func:`tailwise.functional._fused.log_softmax_rows`), and so is the gradient, which is returned
+    as an ``(N, C)`` view of its ``(C, N)`` buffer. :math:`x` and the sample weights :math:`w_{y_i}` keep
+    the shape of the gather index, ``(1, N)`` or ``(N, 1)``, so that they broadcast along the classes of
+    that buffer; only ``reduction='none'`` returns ``(N,)`` losses (fresh tensors, not views). The ``weight``
+    gets no gradient (:func:`_alpha_checked` takes the plain composition for a weight that requires one).
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, z: Tensor, target: Tensor, alpha: float, reduction: str, weight: Tensor | None
+    ) -> Tensor:
+        # dim: the class dimension of buf, the log-softmax kept for the backward; (C, N) when transposed
+        # (the test of tailwise.functional._fused._transposed, without building a torch.device)
+        dim = 0 if z.shape[1] < _SMALL_C and z.dtype == torch.float32 and z.is_cpu else 1
+        buf = torch.log_softmax(z.t() if dim == 0 else z, dim)
+        index = target.unsqueeze(dim)
+        x = buf.gather(dim, index)  # log p_y, shaped like index; a fresh tensor, free to overwrite
+        none = reduction == "none"
+        v = x.view(-1) if none else x  # 'none' returns (N,) losses, computed from this view: fresh tensors
+        if alpha == 1.0:
+            per_sample = v.neg()
+            x = None
+        elif alpha == math.inf:
+            per_sample = torch.expm1(v).neg_()
+        else:
+            eps = (alpha - 1.0) / alpha
+            x.mul_(_scalar(eps, x.dtype))
+            per_sample = torch.expm1(v).div_(_scalar(-eps, x.dtype))  # == -expm1(x) / eps, bit for bit
+        sample_weight = None
+        if weight is not None:
+            sample_weight = torch.take(weight, index)  # w_{y_i}, shaped like index
+            per_sample.mul_(sample_weight.view(-1) if none else sample_weight)
+        ctx.save_for_backward(z, buf, index, x, weight, sample_weight)
+        ctx.options = (alpha, reduction, dim)
+        if none:
+            return per_sample
+        if reduction == "sum":
+            return per_sample.sum()
+        if sample_weight is not None:
+            return per_sample.sum() / sample_weight.sum()
+        if not z.is_cpu:
+            return per_sample.mean()
+        # on CPU, Tensor.mean is this sum and division (with a Python count to convert)
+        return per_sample.sum().div_(_scalar(float(z.shape[0]), buf.dtype))
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        z, buf, index, x, weight, sample_weight = ctx.saved_tensors
+        nones = (None,) * 4
+        if not ctx.needs_input_grad[0]:
+            return (None, *nones)
+        alpha, reduction, dim = ctx.options
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the plain composition
+            with torch.enable_grad():
+                target = index.squeeze(dim)
+                loss = _alpha_composition(z, target, False, alpha, reduction, weight)
+                (grad_z,) = torch.autograd.grad(loss, z, grad, create_graph=True)
+            return (grad_z, *nones)
+        # c_i (the gradient reaching l_i), then s_i = c_i exp(x_i) (s_i = c_i at alpha = 1)
+        if reduction == "none":
+            coef = grad.unsqueeze(dim) if sample_weight is None else grad.unsqueeze(dim) * sample_weight
+        elif sample_weight is None:
+            coef = grad / _scalar(float(z.shape[0]), grad.dtype) if reduction == "mean" else grad
+        else:
+            coef = grad * sample_weight
+            if reduction == "mean":
+                coef = coef / sample_weight.sum()
+        if x is not None:
+            coef = torch.exp(x).mul_(coef)
+        grad_z = torch.exp(buf)  # the softmax, laid out as buf
+        grad_z.mul_(coef)
+        neg = coef.neg()
+        grad_z.scatter_add_(dim, index, neg if neg.dim() else neg.expand(index.shape))
+        return (grad_z.t() if dim == 0 else grad_z, *nones)

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tailwise._validation import check_finite, check_reduction, describe
-from tailwise.functional.alpha import alpha_loss, check_alpha
+from tailwise._validation import check_finite, check_logits_target, check_reduction, check_weight, describe
+from tailwise.functional.alpha import _alpha_checked, check_alpha
 from tailwise.registry import LOSSES
 
 __all__ = ["AlphaLoss"]
@@ -58,6 +58,7 @@ class AlphaLoss(nn.Module):
         self.official_sigmoid = bool(official_sigmoid)
         self.official_numerics = bool(official_numerics)
         self.register_buffer("weight", _as_weight(weight))
+        self._cache: dict = {}  # the weight cast to the logits' dtype (tailwise.functional._fused.cached_vector)
 
     def set_weight(self, weight: Tensor | Sequence[float] | None) -> None:
         """Replace the per-class weight (``None`` removes it); called by weight schedules."""
@@ -68,14 +69,21 @@ class AlphaLoss(nn.Module):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """alpha-loss of ``logits`` against ``target`` (labels or soft targets)."""
-        return alpha_loss(
+        # alpha_loss(logits, target, alpha, ...) with the same checks in the same order
+        soft = check_logits_target(logits, target, allow_soft=True)
+        check_reduction(self.reduction)
+        alpha = check_alpha(self.alpha)
+        weight = check_weight(self.weight, logits.shape[1])
+        return _alpha_checked(
             logits,
             target,
-            self.alpha,
-            reduction=self.reduction,
-            weight=self.weight,
-            official_sigmoid=self.official_sigmoid,
-            official_numerics=self.official_numerics,
+            soft,
+            alpha,
+            self.reduction,
+            weight,
+            self.official_sigmoid,
+            self.official_numerics,
+            self._cache,
         )
 
     def extra_repr(self) -> str:
