@@ -11,7 +11,8 @@ from torch import nn
 
 from tailwise import validation_disabled
 from tailwise.functional import alpha_loss, clip_logits
-from tailwise.losses import AlphaLoss, CALSLoss, LogitClipLoss, MbLSLoss
+from tailwise.functional.logit_clip import _clip_reference
+from tailwise.losses import AlphaLoss, CALSLoss, CrossEntropyLoss, LogitClipLoss, MbLSLoss
 from tailwise.registry import LOSSES
 
 
@@ -177,3 +178,174 @@ def test_bad_inputs() -> None:
         LogitClipLoss("ce", tau=1.0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="another loss"):
         LOSSES.build("logit_clip", {"base": "logit_clip"})
+
+
+# --------------------------------------------------------------------------- fused kernels
+P_VALUES = [1, 2, 3.5, math.inf]
+MODES = ["continuous", "official"]
+BOUND_TAU = 0.5  # continuous bound 1/tau = 2
+THRESHOLD_TAU = 2.0 + 1e-7  # official: a row of norm 2 has norm + 1e-7 == tau, exactly at the threshold
+
+
+def _mixed_rows(p: float, dtype: torch.dtype = torch.float64, c: int = 6) -> torch.Tensor:
+    """Rows below and above the bound 2, two rows exactly of norm 2, a zero row; tied maxima for p = inf."""
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(9, c, generator=g, dtype=torch.float64)
+    z = z / torch.linalg.vector_norm(z, ord=p, dim=1, keepdim=True)
+    z = z * torch.tensor([0.3, 1.0, 1.9, 2.1, 3.0, 50.0, 1.0, 1.0, 1.0], dtype=torch.float64).unsqueeze(1)
+    z[6] = 0.0
+    z[7] = 0.0
+    z[7, 2] = -2.0  # norm 2 for every p
+    z[8] = 0.0
+    if p == math.inf:
+        z[8, :3] = torch.tensor([2.0, -2.0, 1.0])  # at the bound, two tied maxima
+    elif p == 2:
+        z[8, :4] = 1.0
+    elif p == 1:
+        z[8, :4] = 0.5
+    else:
+        z[8, 0] = 2.0
+    z = z.to(dtype)
+    norms = torch.linalg.vector_norm(z, ord=p, dim=1)
+    assert norms[7] == 2 and norms[8] == 2  # the rows at the bound are exactly at it
+    return z
+
+
+def _value_and_grad(fn, z: torch.Tensor, upstream: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = z.detach().clone().requires_grad_(True)
+    out = fn(x)
+    (grad,) = torch.autograd.grad(out, x, upstream)
+    return out.detach(), grad
+
+
+@pytest.mark.parametrize("tau", [BOUND_TAU, THRESHOLD_TAU, 1.0])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("p", P_VALUES)
+def test_fused_clip_matches_autograd_reference(p: float, mode: str, tau: float) -> None:
+    z = _mixed_rows(p)
+    upstream = torch.randn(z.shape, dtype=z.dtype, generator=torch.Generator().manual_seed(2))
+    x = z.clone().requires_grad_(True)
+    assert type(clip_logits(x, tau, p=p, mode=mode).grad_fn).__name__ == "_ClipLogitsBackward"
+    out, grad = _value_and_grad(lambda x: clip_logits(x, tau, p=p, mode=mode), z, upstream)
+    ref, ref_grad = _value_and_grad(lambda x: _clip_reference(x, tau, p, mode), z, upstream)
+    torch.testing.assert_close(out, ref, rtol=1e-13, atol=1e-15)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-12)
+    assert torch.isfinite(grad).all()
+    if mode == "continuous" and tau == BOUND_TAU:
+        # The rows exactly at the bound keep their values but the gradient flows through the norm.
+        torch.testing.assert_close(out[7:], z[7:], rtol=0, atol=0)
+        assert not torch.allclose(ref_grad[7:], upstream[7:])
+    if mode == "official" and tau == THRESHOLD_TAU:
+        # At the threshold (norm + 1e-7 == tau) the rows are kept, gradient included.
+        torch.testing.assert_close(grad[7], upstream[7], rtol=0, atol=0)
+
+
+def test_fused_inf_norm_shares_the_gradient_among_ties() -> None:
+    z = torch.tensor([[3.0, -3.0, 1.0, 0.5]], dtype=torch.float64)
+    upstream = torch.tensor([[0.0, 0.0, 1.0, 0.0]], dtype=torch.float64)
+    _, grad = _value_and_grad(lambda x: clip_logits(x, 1.0, p=math.inf), z, upstream)
+    _, ref_grad = _value_and_grad(lambda x: _clip_reference(x, 1.0, math.inf, "continuous"), z, upstream)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-12, atol=1e-15)
+    # d/dz of z_2 / max|z|: -z_2 / n^2 * sgn(z_j) / 2 on each of the two tied maxima
+    torch.testing.assert_close(grad[0, :2], torch.tensor([-1 / 18, 1 / 18], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("p", P_VALUES)
+def test_fused_clip_gradcheck_and_gradgradcheck(p: float, mode: str) -> None:
+    z = _rows_with_norms([0.2, 0.6, 3.0, 9.0], c=5, p=p).requires_grad_(True)
+    fn = lambda x: clip_logits(x, 0.8, p=p, mode=mode)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (z,))
+    assert torch.autograd.gradgradcheck(fn, (z,))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("mode", MODES)
+def test_fused_clip_half_input(dtype: torch.dtype, mode: str) -> None:
+    z = (torch.randn(16, 7, generator=torch.Generator().manual_seed(3)) * 3).to(dtype)
+    z[0] = 0
+    upstream = torch.randn(16, 7, generator=torch.Generator().manual_seed(4)).to(dtype)
+    out, grad = _value_and_grad(lambda x: clip_logits(x, 0.5, mode=mode), z, upstream)
+    ref, ref_grad = _value_and_grad(lambda x: _clip_reference(x.float(), 0.5, 2.0, mode).to(dtype), z, upstream)
+    assert out.dtype == dtype and grad.dtype == dtype
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(grad, ref_grad)
+
+
+def test_fused_clip_without_grad_matches() -> None:
+    z = _mixed_rows(2)
+    with torch.no_grad():
+        for mode in MODES:
+            torch.testing.assert_close(clip_logits(z, 0.5, mode=mode), _clip_reference(z, 0.5, 2.0, mode), rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize(("dtype", "c"), [(torch.float64, 6), (torch.float32, 6), (torch.float32, 20)])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("p", P_VALUES)
+def test_fused_clip_cross_entropy_matches_reference(
+    p: float, mode: str, dtype: torch.dtype, c: int, weighted: bool, reduction: str
+) -> None:
+    z = _mixed_rows(p, dtype, c)
+    y = torch.randint(c, (z.shape[0],), generator=torch.Generator().manual_seed(5))
+    weight = torch.rand(c, generator=torch.Generator().manual_seed(6), dtype=torch.float64) + 0.5 if weighted else None
+    loss_fn = LogitClipLoss(CrossEntropyLoss(weight=weight, reduction=reduction), tau=BOUND_TAU, p=p, mode=mode)
+    upstream = torch.rand(z.shape[0], dtype=dtype) if reduction == "none" else torch.tensor(1.7, dtype=dtype)
+    x = z.clone().requires_grad_(True)
+    assert type(loss_fn(x, y).grad_fn).__name__ == "_ClipCrossEntropyBackward"
+    loss, grad = _value_and_grad(lambda x: loss_fn(x, y), z, upstream)
+    w = None if weight is None else weight.to(dtype)
+    ref, ref_grad = _value_and_grad(
+        lambda x: F.cross_entropy(_clip_reference(x, BOUND_TAU, p, mode), y, weight=w, reduction=reduction), z, upstream
+    )
+    tol = {"rtol": 1e-12, "atol": 1e-14} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-6}
+    torch.testing.assert_close(loss, ref, **tol)
+    torch.testing.assert_close(grad, ref_grad, **tol)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("p", P_VALUES)
+def test_fused_clip_cross_entropy_gradcheck_and_gradgradcheck(p: float, mode: str) -> None:
+    z = _rows_with_norms([0.2, 0.6, 3.0, 9.0], c=5, p=p).requires_grad_(True)
+    y = torch.tensor([0, 1, 2, 3])
+    loss = LogitClipLoss(CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 0.5, 1.0, 3.0])), tau=0.8, p=p, mode=mode)
+    assert torch.autograd.gradcheck(lambda x: loss(x, y), (z,))
+    assert torch.autograd.gradgradcheck(lambda x: loss(x, y), (z,))
+
+
+def test_fused_cross_entropy_keeps_the_checks_and_other_paths() -> None:
+    loss = LogitClipLoss(CrossEntropyLoss(), tau=0.5)
+    z = torch.randn(4, 3, dtype=torch.float64) * 5
+    y = torch.tensor([0, 1, 2, 0])
+    bad = z.clone()
+    bad[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="logits must be finite"):
+        loss(bad, y)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\]"):
+        loss(z, torch.tensor([0, 1, 3, 0]))
+    with pytest.raises(ValueError, match="shape"):
+        loss(z[0], y)
+    with pytest.raises(TypeError, match="floating-point"):
+        loss(torch.ones(4, 3, dtype=torch.long), y)
+    # Composed paths: soft targets, label smoothing, half logits, an extra argument.
+    soft = torch.softmax(torch.randn(4, 3, dtype=torch.float64), 1)
+    clipped = _clip_reference(z, 0.5, 2.0, "continuous")
+    torch.testing.assert_close(loss(z, soft), F.cross_entropy(clipped, soft))
+    smoothed = LogitClipLoss(CrossEntropyLoss(label_smoothing=0.1), tau=0.5)
+    torch.testing.assert_close(smoothed(z, y), F.cross_entropy(clipped, y, label_smoothing=0.1))
+    assert loss(z.half(), y).dtype == torch.float32
+    with torch.no_grad():
+        torch.testing.assert_close(loss(z, y), F.cross_entropy(clipped, y))
+
+
+def test_module_settings_are_checked_when_set() -> None:
+    loss = LogitClipLoss(F.cross_entropy, tau=1.0)
+    loss.tau, loss.p, loss.mode = 2, 1, "official"
+    assert (loss.tau, loss.p, loss.mode) == (2.0, 1.0, "official")
+    with pytest.raises(ValueError, match="tau must be a finite number > 0"):
+        loss.tau = 0.0
+    with pytest.raises(ValueError, match="p must be >= 1"):
+        loss.p = 0.5
+    with pytest.raises(ValueError, match="mode must be one of"):
+        loss.mode = "paper"

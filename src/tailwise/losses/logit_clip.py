@@ -9,13 +9,26 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
-from tailwise._validation import check_in_choices, check_positive, describe
-from tailwise.functional.logit_clip import LOGIT_CLIP_MODES, _check_p, clip_logits
+from tailwise._validation import (
+    check_in_choices,
+    check_logits_target,
+    check_positive,
+    check_reduction,
+    check_weight,
+    describe,
+    validation_enabled,
+)
+from tailwise.functional._fused import cached_derived
+from tailwise.functional.logit_clip import LOGIT_CLIP_MODES, _check_logits, _check_p, _clip, _clip_cross_entropy
+from tailwise.losses.ce import CrossEntropyLoss
 from tailwise.registry import LOSSES
 
 __all__ = ["LogitClipLoss", "build_logit_clip_loss"]
+
+_FUSED_DTYPES = (torch.float32, torch.float64)
 
 
 class LogitClipLoss(nn.Module):
@@ -30,6 +43,11 @@ class LogitClipLoss(nn.Module):
 
     The official LogitClip code always uses cross-entropy on the clipped logits
     (``mode="official"``, ``base_loss=nn.CrossEntropyLoss()``).
+
+    When the base is tailwise's :class:`~tailwise.losses.CrossEntropyLoss` without label smoothing
+    (the registry default ``base="ce"``), float32/float64 logits with class-index targets are clipped
+    and scored in one fused kernel with the analytic gradient (same value and gradient up to
+    rounding, same argument checks and errors); other bases get the clipped logits.
 
     Args:
         base_loss: the loss applied to the clipped logits (module or callable).
@@ -49,26 +67,89 @@ class LogitClipLoss(nn.Module):
         super().__init__()
         if not callable(base_loss):
             raise TypeError(f"base_loss must be an nn.Module or a callable loss(logits, target); got {describe(base_loss)}")
-        self.tau = check_positive("tau", tau)
-        self.p = _check_p(p)
-        self.mode = check_in_choices("mode", mode, LOGIT_CLIP_MODES)
+        self.tau = tau
+        self.p = p
+        self.mode = mode
         if isinstance(base_loss, nn.Module):
             self.base_loss: nn.Module | Callable[..., Tensor] = base_loss
         else:
             self._base_fn = base_loss
+        self._cache: dict[str, tuple[Any, ...]] = {}  # the cross-entropy weight, checked and cast
 
     @property
     def base(self) -> nn.Module | Callable[..., Tensor]:
         """The wrapped loss."""
         return self._modules["base_loss"] if "base_loss" in self._modules else self.__dict__["_base_fn"]
 
+    @property
+    def tau(self) -> float:
+        r"""The temperature :math:`\tau > 0` (checked when set)."""
+        return self._tau
+
+    @tau.setter
+    def tau(self, value: float) -> None:
+        self._tau = check_positive("tau", value)
+
+    @property
+    def p(self) -> float:
+        """The norm order, ``>= 1`` or ``math.inf`` (checked when set)."""
+        return self._p
+
+    @p.setter
+    def p(self, value: float) -> None:
+        self._p = _check_p(value)
+
+    @property
+    def mode(self) -> str:
+        """``"continuous"`` or ``"official"`` (checked when set)."""
+        return self._mode
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        self._mode = check_in_choices("mode", value, LOGIT_CLIP_MODES)
+
     def clip(self, logits: Tensor) -> Tensor:
-        """The clipped logits fed to the base loss."""
-        return clip_logits(logits, self.tau, self.p, self.mode)
+        """The clipped logits fed to the base loss: :func:`tailwise.functional.clip_logits` with this module's settings."""
+        _check_logits(logits)
+        return _clip(logits, self._tau, self._p, self._mode)
 
     def forward(self, logits: Tensor, target: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         """``base_loss(clip(logits), target, *args, **kwargs)``."""
+        if not args and not kwargs:
+            loss = self._fused_cross_entropy(logits, target)
+            if loss is not None:
+                return loss
         return self.base(self.clip(logits), target, *args, **kwargs)
+
+    def _fused_cross_entropy(self, logits: Tensor, target: Tensor) -> Tensor | None:
+        """The fused clip + cross-entropy when the base allows it, else ``None``.
+
+        The checks are the base's, applied to the unclipped logits: clipping maps finite rows to
+        finite rows and non-finite rows to non-finite rows, so they pass or fail together. On a
+        failure this returns ``None`` and the composed path raises the base loss's own error.
+        """
+        base = self._modules.get("base_loss")
+        if type(base) is not CrossEntropyLoss or base.label_smoothing != 0.0:
+            return None
+        try:  # also checks that logits is a floating-point (N, C) tensor
+            if check_logits_target(logits, target, allow_soft=True):
+                return None  # soft targets
+        except (TypeError, ValueError):
+            return None
+        if logits.dtype not in _FUSED_DTYPES or logits.shape[1] == 0:
+            return None
+        reduction = check_reduction(base.reduction)
+        weight = base._buffers.get("weight")
+        if weight is not None:
+            c = logits.shape[1]
+            key = (logits.dtype, logits.device, c, validation_enabled())
+            w = weight
+            weight = cached_derived(
+                self._cache, "weight", (w,), key, lambda: check_weight(w, c).to(device=key[1], dtype=key[0])
+            )
+        if target.dtype != torch.int64:
+            target = target.long()
+        return _clip_cross_entropy(logits, target, self._tau, self._p, self._mode, weight, reduction)
 
     # Trainer hooks, forwarded to the base loss when it has them.
     def set_epoch(self, epoch: int) -> None:
