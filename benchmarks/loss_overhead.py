@@ -34,6 +34,7 @@ import argparse
 import gc
 import os
 import platform
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -198,8 +199,8 @@ def block(v: Variant, logits: Tensor, target: Tensor, iters: int) -> float:
     return (time.perf_counter() - t) / iters
 
 
-def measure(variants: list[Variant], logits: Tensor, target: Tensor, rounds: int, iters: int, warmup: int
-            ) -> tuple[list[list[float]], list[list[float]], list[list[float]]]:
+def measure(variants: list[Variant], logits: Tensor, target: Tensor, rounds: int, iters: int, warmup: int,
+            seed: int = 0) -> tuple[list[list[float]], list[list[float]], list[list[float]]]:
     """Per-round median and minimum seconds per interleaved call, and per-call seconds of consecutive blocks.
 
     Each list is ``[round][variant]``.
@@ -209,16 +210,19 @@ def measure(variants: list[Variant], logits: Tensor, target: Tensor, rounds: int
             call(v, logits, target)
     per_round, per_round_min, per_round_block = [], [], []
     k = len(variants)
+    rng = random.Random(seed)
     for r in range(rounds):
         samples: list[list[float]] = [[] for _ in variants]
         blocks = [0.0] * k
         gc.collect()
         gc.disable()
         try:
-            for it in range(iters):
-                shift = (r * iters + it) % k
-                for j in range(k):
-                    i = (j + shift) % k
+            for _ in range(iters):
+                # a fresh random order every sweep: each variant (the baseline included) follows a random
+                # other one, so no variant is systematically timed right after itself or a similar twin
+                order = list(range(k))
+                rng.shuffle(order)
+                for i in order:
                     samples[i].append(call(variants[i], logits, target))
             for j in range(k):
                 i = (j + r) % k
@@ -319,7 +323,8 @@ def main() -> None:
         target = torch.multinomial(counts / counts.sum(), n, replacement=True, generator=g)
         variants = build_variants(c, counts, modules)
         iters = args.iters_large if c >= 100 else args.iters_small
-        per_round, per_round_min, per_round_block = measure(variants, logits, target, args.rounds, iters, args.warmup)
+        per_round, per_round_min, per_round_block = measure(variants, logits, target, args.rounds, iters, args.warmup,
+                                                            args.seed)
         text, misses = table(variants, per_round, per_round_min, per_round_block)
         for key, text_miss in misses:
             all_misses.setdefault(key, []).append(f"N={n}, C={c} {text_miss}")
@@ -338,7 +343,8 @@ def main() -> None:
 
 Forward+backward of each loss over `F.cross_entropy` on the same logits and labels. Per call:
 `loss = fn(logits, target); loss.backward()` with `reduction="mean"`. Each round interleaves all
-variants call by call (round-robin, rotated every sweep); the time is the median over {args.rounds} rounds of
+variants call by call, in a fresh random order every sweep (so every variant, the baseline included,
+follows a random other variant); the time is the median over {args.rounds} rounds of
 each round's median call, the ratio the median of the per-round ratios to `F.cross_entropy` in the same
 round, with their interquartile range. "val. on" is the default (value checks: finite logits, labels in
 range); "val. off" is `tailwise.set_validation(False)`. `F.cross_entropy (control copy)` is the baseline
