@@ -216,21 +216,25 @@ def _prepare(cfg: Any) -> Any:
 # ============================================================================ environment
 
 
+def cpu_name() -> str:
+    """The CPU model from ``/proc/cpuinfo`` (the platform's processor or machine name elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment(threads: int | None) -> dict[str, Any]:
     """Machine and versions for the results header."""
     import torch
 
     import tailwise
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu = cpu_name()
     try:
         load = [round(x, 2) for x in os.getloadavg()]
     except OSError:

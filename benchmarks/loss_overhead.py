@@ -36,6 +36,7 @@ import os
 import platform
 import random
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +52,9 @@ from tailwise._validation import check_logits_target
 from tailwise.data.long_tail import long_tail_counts
 from tailwise.registry import LOSSES
 from tailwise.train.trainer import load_components
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _suite import cpu_name
 
 SHAPES = ((1024, 1000), (256, 10))
 RHO = 100
@@ -91,15 +95,6 @@ class Variant:
             return None
         return MARGIN_PRIOR_TARGET if self.family in MARGIN_PRIOR else OTHER_TARGET
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def registry_losses() -> tuple[list[str], dict[str, str], dict[str, str]]:
@@ -361,7 +356,7 @@ is tens of microseconds. Two reference rows bound what any loss built on cross-e
 `value checks + F.cross_entropy` (tailwise's label and finite-logit checks in front of plain
 cross-entropy); at N=256, C=10 a target below these floors cannot be met by a checked loss.
 
-Machine: {cpu_model()}, {os.cpu_count()} logical CPUs, torch threads: {threads} (other processes were
+Machine: {cpu_name()}, {os.cpu_count()} logical CPUs, torch threads: {threads} (other processes were
 running on the machine; load average {os.getloadavg()[0]:.1f} at the end of the run). Python {platform.python_version()}; torch {torch.__version__}; tailwise
 {tailwise.__version__}. Seed {args.seed}; logits {LOGITS_TEXT[args.logits]}; labels drawn from the class priors.
 

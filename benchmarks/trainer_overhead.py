@@ -14,8 +14,8 @@ Run: ``python benchmarks/trainer_overhead.py [--batches 40] [--repeats 3]``; wri
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -27,6 +27,9 @@ from tailwise.data.arrays import ArrayDataset
 from tailwise.data.prepare import DataBundle
 from tailwise.train.config import apply_overrides, config_from_dict, load_recipe
 from tailwise.train.trainer import Trainer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _suite import cpu_name
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
@@ -40,15 +43,6 @@ def synthetic_bundle(n_train: int, seed: int = 0) -> DataBundle:
     return DataBundle(train=ArrayDataset(x, y, 10), val=small, test=small, num_classes=10, class_names=None,
                       mean=CIFAR_MEAN, std=CIFAR_STD, augment=True, input_shape=(3, 32, 32), info={})
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -112,7 +106,7 @@ def main() -> None:
 
 ResNet-32 (linear head), batch 128, 3x32x32 uint8 inputs, {args.batches} batches per epoch, {args.repeats}
 interleaved repeats (median, with min–max of the per-repeat ratios), timed by the {args.clock} clock
-({"process CPU time, which other jobs on the machine do not inflate" if args.clock == "cpu" else "wall time"}). Machine: {_cpu_name()},
+({"process CPU time, which other jobs on the machine do not inflate" if args.clock == "cpu" else "wall time"}). Machine: {cpu_name()},
 {torch.get_num_threads()} threads; torch {torch.__version__}; tailwise {tailwise.__version__}; seed 0.
 
 | measurement | seconds per epoch (median) | ratio trainer / this |

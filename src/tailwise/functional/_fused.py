@@ -55,7 +55,7 @@ def log_softmax_rows(z: Tensor) -> Tensor:
     return torch.log_softmax(z, 1)
 
 
-def _softmax_like(log_p: Tensor, z: Tensor) -> Tensor:
+def softmax_like(log_p: Tensor, z: Tensor) -> Tensor:
     """``exp(log_p)`` in a fresh tensor laid out like ``z`` (a gradient autograd need not copy)."""
     if log_p.stride() == z.stride():
         return torch.exp(log_p)
@@ -196,7 +196,7 @@ class _AdjustedCrossEntropy(torch.autograd.Function):
             if scale is not None:
                 coef = coef * scale
             coef = coef.unsqueeze(1)
-        grad_z = _softmax_like(buf.t() if ctx.transposed else buf, z)
+        grad_z = softmax_like(buf.t() if ctx.transposed else buf, z)
         grad_z.mul_(coef)
         grad_z.scatter_add_(1, index, coef.neg().expand(index.shape))
         if multiplier is not None:

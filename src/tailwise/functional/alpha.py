@@ -155,17 +155,12 @@ def alpha_loss(
     Returns:
         The reduced loss (a scalar), or the per-sample losses ``[N]`` for ``reduction='none'``.
     """
-    soft = check_logits_target(logits, target, allow_soft=True)
-    check_reduction(reduction)
-    alpha = check_alpha(alpha)
-    weight = check_weight(weight, logits.shape[1])
-    return _alpha_checked(logits, target, soft, alpha, reduction, weight, official_sigmoid, official_numerics)
+    return _alpha(logits, target, alpha, reduction, weight, official_sigmoid, official_numerics)
 
 
-def _alpha_checked(
+def _alpha(
     logits: Tensor,
     target: Tensor,
-    soft: bool,
     alpha: float,
     reduction: str,
     weight: Tensor | None,
@@ -173,11 +168,15 @@ def _alpha_checked(
     official_numerics: bool = False,
     cache: dict | None = None,
 ) -> Tensor:
-    """:func:`alpha_loss` of validated arguments; ``cache`` holds a module's weight cast to the logits' dtype.
+    """:func:`alpha_loss` with an optional ``cache``: a module's weight cast to the logits' dtype.
 
     Integer labels without the ``official_*`` options take the fused :class:`_AlphaLoss`; soft targets,
     the official options and a ``weight`` that requires a gradient take the plain composition.
     """
+    soft = check_logits_target(logits, target, allow_soft=True)
+    check_reduction(reduction)
+    alpha = check_alpha(alpha)
+    weight = check_weight(weight, logits.shape[1])
     z = logits.float() if logits.dtype in _LOW_PRECISION else logits
     w = None if weight is None else cached_vector(cache, "weight", weight, z)
     if soft or official_sigmoid or official_numerics or (w is not None and w.requires_grad):
@@ -229,7 +228,7 @@ class _AlphaLoss(torch.autograd.Function):
     as an ``(N, C)`` view of its ``(C, N)`` buffer. :math:`x` and the sample weights :math:`w_{y_i}` keep
     the shape of the gather index, ``(1, N)`` or ``(N, 1)``, so that they broadcast along the classes of
     that buffer; only ``reduction='none'`` returns ``(N,)`` losses (fresh tensors, not views). The ``weight``
-    gets no gradient (:func:`_alpha_checked` takes the plain composition for a weight that requires one).
+    gets no gradient (:func:`_alpha` takes the plain composition for a weight that requires one).
     """
 
     @staticmethod

@@ -34,11 +34,11 @@ from torch import Tensor
 
 from tailwise._validation import check_in_choices, check_logits_target, check_positive, check_reduction, check_weight
 from tailwise.functional._fused import (
-    _softmax_like,
     cached_derived,
     cached_vector,
     log_softmax_rows,
     loss_coefficients,
+    softmax_like,
 )
 from tailwise.functional._reduce import reduce_loss
 from tailwise.functional.ce import _compute_logits
@@ -236,17 +236,10 @@ def cals_loss(
         reduction: ``'none' | 'mean' | 'sum'``.
         weight: optional per-class weights of the cross-entropy term.
     """
-    check_logits_target(logits, target)
-    check_reduction(reduction)
-    check_in_choices("penalty", penalty, tuple(CALS_PENALTIES))
-    num_classes = logits.shape[1]
-    weight = check_weight(weight, num_classes)
-    lam = _check_vector("lambd", lambd, num_classes)
-    r = _check_vector("rho", rho, num_classes)
-    return _cals_checked(logits, target, lam, r, margin, penalty, normalize, reduction, weight)
+    return _cals(logits, target, lambd, rho, margin, penalty, normalize, reduction, weight)
 
 
-def _cals_checked(
+def _cals(
     logits: Tensor,
     target: Tensor,
     lambd: Tensor | float,
@@ -258,11 +251,16 @@ def _cals_checked(
     weight: Tensor | None,
     cache: dict | None = None,
 ) -> Tensor:
-    """:func:`cals_loss` after the argument checks (``margin`` is checked here, as in the original order).
-
-    ``cache``: a module's cache of the multipliers cast to the logits' dtype and of the ``phr``
-    constants (see :func:`tailwise.functional._fused.cached_derived`).
+    """:func:`cals_loss` with an optional ``cache``: a module's cache of the multipliers cast to the
+    logits' dtype and of the ``phr`` constants (see :func:`tailwise.functional._fused.cached_derived`).
     """
+    check_logits_target(logits, target)
+    check_reduction(reduction)
+    check_in_choices("penalty", penalty, tuple(CALS_PENALTIES))
+    num_classes = logits.shape[1]
+    weight = check_weight(weight, num_classes)
+    lambd = _check_vector("lambd", lambd, num_classes)
+    rho = _check_vector("rho", rho, num_classes)
     z = _compute_logits(logits)
     margin = check_positive("margin", margin)
     normalize = bool(normalize)
@@ -405,7 +403,7 @@ class _CALSLoss(torch.autograd.Function):
         # gradients reaching each sample's CE term (c_ce) and penalty term (c_pen), shape (N, 1) or ()
         c_ce, c_pen = loss_coefficients(grad, reduction, n, sample_weight)
         k = c_pen / (c * margin) if normalize else c_pen / c
-        grad_z = _softmax_like(log_p, z)
+        grad_z = softmax_like(log_p, z)
         grad_z.mul_(c_ce)
         grad_z.scatter_add_(1, target.unsqueeze(1), c_ce.neg().expand(n, 1))
         # the penalty through h: -k P'(h), and amax's share of k * sum_j P'(h_ij) at the maxima
@@ -418,10 +416,15 @@ class _CALSLoss(torch.autograd.Function):
         return (grad_z, *nones)
 
 
-def _check_vector(name: str, value: Tensor | float, num_classes: int, *, detach: bool = True) -> Tensor | float:
+def _check_vector(name: str, value: Tensor | float, num_classes: int) -> Tensor | float:
+    """``value`` after the shape check, detached when it requires a gradient.
+
+    A tensor that requires no gradient (a module's buffer) is returned as it is, so that caches keyed
+    on its identity keep hitting.
+    """
     if isinstance(value, Tensor) and value.ndim > 0 and value.shape != (num_classes,):
         raise ValueError(f"{name} must be a scalar or a 1-D tensor with {num_classes} entries; got shape {tuple(value.shape)}")
-    return value.detach() if detach and isinstance(value, Tensor) else value
+    return value.detach() if isinstance(value, Tensor) and value.requires_grad else value
 
 
 @torch.no_grad()

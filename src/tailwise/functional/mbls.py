@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tailwise._validation import check_logits_target, check_positive, check_reduction, check_weight
-from tailwise.functional._fused import _softmax_like, cached_vector, log_softmax_rows, loss_coefficients
+from tailwise.functional._fused import cached_vector, log_softmax_rows, loss_coefficients, softmax_like
 from tailwise.functional._reduce import reduce_loss
 
 __all__ = ["mbls_loss", "mbls_margin_penalty"]
@@ -61,15 +61,10 @@ def mbls_loss(
         reduction: ``'none' | 'mean' | 'sum'``.
         weight: optional per-class weights of the cross-entropy term.
     """
-    check_logits_target(logits, target)
-    check_reduction(reduction)
-    alpha = check_positive("alpha", alpha, allow_zero=True)
-    weight = check_weight(weight, logits.shape[1])
-    margin = check_positive("margin", margin, allow_zero=True)
-    return _mbls_checked(logits, target, margin, alpha, reduction, weight)
+    return _mbls(logits, target, margin, alpha, reduction, weight)
 
 
-def _mbls_checked(
+def _mbls(
     logits: Tensor,
     target: Tensor,
     margin: float,
@@ -78,7 +73,12 @@ def _mbls_checked(
     weight: Tensor | None,
     cache: dict | None = None,
 ) -> Tensor:
-    """:func:`mbls_loss` of validated arguments; ``cache`` holds a module's weight cast to the logits' dtype."""
+    """:func:`mbls_loss` with an optional ``cache``: a module's weight cast to the logits' dtype."""
+    check_logits_target(logits, target)
+    check_reduction(reduction)
+    alpha = check_positive("alpha", alpha, allow_zero=True)
+    weight = check_weight(weight, logits.shape[1])
+    margin = check_positive("margin", margin, allow_zero=True)
     z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
     return _MbLSLoss.apply(z, target.long(), margin, alpha, reduction, cached_vector(cache, "weight", weight, z))
 
@@ -137,7 +137,7 @@ class _MbLSLoss(torch.autograd.Function):
             return (grad_z, *nones)
         n, c = z.shape
         c_ce, c_pen = loss_coefficients(grad, reduction, n, sample_weight)
-        grad_z = _softmax_like(log_p, z)
+        grad_z = softmax_like(log_p, z)
         grad_z.mul_(c_ce)
         grad_z.scatter_add_(1, target.unsqueeze(1), c_ce.neg().expand(n, 1))
         if alpha != 0:

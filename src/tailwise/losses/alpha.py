@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tailwise._validation import check_finite, check_logits_target, check_reduction, check_weight, describe
-from tailwise.functional.alpha import _alpha_checked, check_alpha
+from tailwise._validation import check_finite, check_reduction, describe
+from tailwise.functional.alpha import _alpha, check_alpha
 from tailwise.registry import LOSSES
 
 __all__ = ["AlphaLoss"]
@@ -69,18 +69,12 @@ class AlphaLoss(nn.Module):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """alpha-loss of ``logits`` against ``target`` (labels or soft targets)."""
-        # alpha_loss(logits, target, alpha, ...) with the same checks in the same order
-        soft = check_logits_target(logits, target, allow_soft=True)
-        check_reduction(self.reduction)
-        alpha = check_alpha(self.alpha)
-        weight = check_weight(self.weight, logits.shape[1])
-        return _alpha_checked(
+        return _alpha(
             logits,
             target,
-            soft,
-            alpha,
+            self.alpha,
             self.reduction,
-            weight,
+            self.weight,
             self.official_sigmoid,
             self.official_numerics,
             self._cache,

@@ -17,16 +17,13 @@ from torch import Tensor, nn
 from tailwise._validation import (
     check_finite,
     check_in_choices,
-    check_logits_target,
     check_positive,
     check_reduction,
-    check_weight,
     describe,
 )
 from tailwise.functional.cals import (
     CALS_PENALTIES,
-    _cals_checked,
-    _check_vector,
+    _cals,
     cals_constraints,
     cals_validation_stats,
 )
@@ -196,18 +193,10 @@ class CALSLoss(nn.Module):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Cross-entropy plus the CALS penalty at the current multipliers."""
-        z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
-        # cals_loss(z, target, lambd, rho, ...) with the same checks in the same order; the buffers
-        # (constants during training) are cast, and the phr constants derived, once per change.
-        check_logits_target(z, target)
-        check_reduction(self.reduction)
-        check_in_choices("penalty", self.penalty, tuple(CALS_PENALTIES))
-        num_classes = z.shape[1]
-        weight = check_weight(self.weight, num_classes)
-        lambd = _check_vector("lambd", self.lambd, num_classes, detach=False)
-        rho = _check_vector("rho", self.rho, num_classes, detach=False)
-        return _cals_checked(
-            z, target, lambd, rho, self.margin, self.penalty, self.normalize, self.reduction, weight, self._cache
+        # the buffers (constants during training) are cast, and the phr constants derived, once per change
+        return _cals(
+            logits, target, self.lambd, self.rho, self.margin, self.penalty, self.normalize, self.reduction,
+            self.weight, self._cache,
         )
 
     # ------------------------------------------------------------------ multiplier updates

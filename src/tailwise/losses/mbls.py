@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tailwise._validation import check_logits_target, check_positive, check_reduction, check_weight, describe
-from tailwise.functional.mbls import _mbls_checked
+from tailwise._validation import check_positive, check_reduction, describe
+from tailwise.functional.mbls import _mbls
 from tailwise.registry import LOSSES
 
 __all__ = ["MbLSLoss"]
@@ -59,13 +59,7 @@ class MbLSLoss(nn.Module):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """MbLS loss of ``logits`` against ``target``."""
-        # mbls_loss(logits, target, margin, alpha, reduction, weight) with the same checks in the same order
-        check_logits_target(logits, target)
-        check_reduction(self.reduction)
-        alpha = check_positive("alpha", self.alpha, allow_zero=True)
-        weight = check_weight(self.weight, logits.shape[1])
-        margin = check_positive("margin", self.margin, allow_zero=True)
-        return _mbls_checked(logits, target, margin, alpha, self.reduction, weight, self._cache)
+        return _mbls(logits, target, self.margin, self.alpha, self.reduction, self.weight, self._cache)
 
     def extra_repr(self) -> str:
         return f"margin={self.margin}, alpha={self.alpha}, reduction={self.reduction!r}"
