@@ -134,6 +134,8 @@ def check_probability(name: str, value: float, *, closed: bool = True) -> float:
 
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+_FULL_PRECISION = (torch.float32, torch.float64)
+_LABEL_DTYPES = frozenset((torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8))
 _SUM_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
@@ -265,7 +267,8 @@ def check_logits_target(
     if not logits.is_floating_point():
         raise TypeError(f"{logits_name} must be a floating-point tensor; got dtype {logits.dtype}")
     n, c = logits.shape
-    soft = target.is_floating_point()
+    target_dtype = target.dtype
+    soft = target_dtype.is_floating_point
     if soft:
         if not allow_soft:
             raise TypeError(f"{target_name} must hold int64 class indices of shape ({n},); got {describe(target)}")
@@ -275,14 +278,19 @@ def check_logits_target(
                 f"got shape {tuple(target.shape)}"
             )
     else:
-        if target.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        if target_dtype not in _LABEL_DTYPES:
             raise TypeError(f"{target_name} must hold integer class indices; got dtype {target.dtype}")
-        if target.shape != (n,):
+        if target.ndim != 1 or target.shape[0] != n:
             raise ValueError(f"{target_name} must have shape ({n},) to match {logits_name} {tuple(logits.shape)}; got shape {tuple(target.shape)}")
         if _VALUE_CHECKS and n > 0:
             lo_t, hi_t = torch.aminmax(target)
             lo, hi = int(lo_t), int(hi_t)
             if lo < 0 or hi >= c:
                 raise ValueError(f"{target_name} labels must lie in [0, {c - 1}] for {c} classes; got values in [{lo}, {hi}]")
-    check_finite(logits_name, logits)
+    if _VALUE_CHECKS:
+        # check_finite(logits_name, logits), its common case inline
+        x = logits.detach()
+        if x.dtype in _FULL_PRECISION and math.isfinite(float(x.sum())):
+            return soft
+        check_finite(logits_name, logits)
     return soft

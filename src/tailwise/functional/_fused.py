@@ -19,6 +19,12 @@ with :math:`c_i` the upstream gradient times :math:`w_{y_i}` (divided by :math:`
 
 Higher-order gradients (``create_graph=True``) are taken through the plain autograd expression, so
 double backward gives exactly what the unfused computation gives.
+
+The fused function saves passes over the data but pays a Python backward, tens of microseconds per
+call on a small CPU batch. :func:`adjusted_cross_entropy_fn` therefore composes native operations (C++
+backward nodes) for inputs of at most ``2**15`` logits and for float32 CPU logits with fewer than 16
+classes, building them in the transposed layout whose log-softmax is vectorised; the fused function
+runs on larger inputs.
 """
 
 from __future__ import annotations
@@ -38,10 +44,15 @@ from torch import Tensor
 # keeps the usual layout (its results stay those of F.cross_entropy to the last bit).
 _SMALL_C = 16
 
+# Up to this many logits, :func:`adjusted_cross_entropy_fn` composes native operations: their C++
+# backward nodes cost less than the Python backward of the fused function, whose fewer (N, C)
+# passes only pay off on larger inputs (measured in benchmarks/results/loss_overhead.md).
+_COMPOSITE_MAX_ELEMENTS = 1 << 15
+
 
 def _transposed(z: Tensor) -> bool:
     """Whether to compute the softmax of ``z`` transposed (float32 on CPU, fewer than 16 columns)."""
-    return z.shape[1] < _SMALL_C and z.dtype == torch.float32 and z.device.type == "cpu"
+    return z.shape[1] < _SMALL_C and z.dtype == torch.float32 and z.is_cpu
 
 
 def log_softmax_rows(z: Tensor) -> Tensor:
@@ -219,30 +230,122 @@ def _reference(
     return F.cross_entropy(t, target, weight=weight, reduction=reduction)
 
 
-def adjusted_cross_entropy(
-    z: Tensor,
-    target: Tensor,
+AdjustedCrossEntropyFn = Callable[[Tensor, Tensor], Tensor]
+"""A prepared adjusted cross-entropy: ``fn(z, target) -> loss`` (see :func:`adjusted_cross_entropy_fn`)."""
+
+
+def adjusted_cross_entropy_fn(
+    like: Tensor,
     *,
     scale: float | None = None,
     multiplier: Tensor | None = None,
     offset: Tensor | None = None,
-    shift: Tensor | None = None,
+    class_shift: Tensor | None = None,
     weight: Tensor | None = None,
     reduction: str = "mean",
-) -> Tensor:
-    r"""Cross-entropy of :math:`t = a \odot z + b + \delta\,\mathrm{onehot}(y)` with PyTorch's reductions.
+) -> AdjustedCrossEntropyFn:
+    r"""The adjusted cross-entropy as a function ``fn(z, target)``, its per-class tensors prepared once.
+
+    Loss modules keep the returned function while their state is unchanged, so a call does no more
+    Python work than the operations themselves. Two paths compute the same loss: inputs of at most
+    ``2**15`` logits, and float32 CPU logits with fewer than 16 classes at any batch size, compose
+    native differentiable operations (C++ backward nodes); larger inputs run the fused function with
+    its analytic backward (:class:`_AdjustedCrossEntropy`). With few classes on the CPU (see
+    :func:`log_softmax_rows`) the adjusted logits are built in the transposed ``(C, N)`` layout, where
+    the log-softmax is vectorised over the samples; the true-class shifts are then the columns
+    ``diag(v)[:, y]``, so that LDAM's ``s * z + shift`` is a single ``torch.add(cols, z.t(), alpha=s)``.
 
     Args:
-        z: ``(N, C)`` compute logits (float32 or wider; already validated).
-        target: ``(N,)`` int64 labels in range.
+        like: ``(N, C)`` compute logits (float32 or wider) with the dtype, device and number of classes
+            of the logits ``fn`` will be called with (any batch size).
         scale: scalar multiplier :math:`a` (exclusive with ``multiplier``).
-        multiplier: ``(C,)`` multiplier :math:`a` in ``z``'s dtype and device.
-        offset: ``(C,)`` offset :math:`b` in ``z``'s dtype and device.
-        shift: ``(N,)`` shift :math:`\delta_i` added to the true-class logit, in ``z``'s dtype.
-        weight: ``(C,)`` class weights in ``z``'s dtype (weighted mean for ``"mean"``).
+        multiplier: ``(C,)`` multiplier :math:`a` in ``like``'s dtype and device.
+        offset: ``(C,)`` offset :math:`b` in ``like``'s dtype and device.
+        class_shift: ``(C,)`` vector :math:`v` in ``like``'s dtype; the true-class logit of sample
+            :math:`i` is shifted by :math:`\delta_i = v_{y_i}` after the multiplier and the offset.
+        weight: ``(C,)`` class weights in ``like``'s dtype (weighted mean for ``"mean"``).
         reduction: ``"none" | "mean" | "sum"`` (already validated).
+
+    Returns:
+        ``fn(z, target)``: the loss of validated ``(N, C)`` logits ``z`` and ``(N,)`` int64 labels.
     """
-    return _AdjustedCrossEntropy.apply(z, target, scale, multiplier, offset, shift, weight, reduction)
+    if _transposed(like):
+        return _transposed_composite_fn(scale, multiplier, offset, class_shift, weight, reduction)
+
+    def fn(z: Tensor, target: Tensor) -> Tensor:
+        if z.numel() <= _COMPOSITE_MAX_ELEMENTS:
+            t = _affine(z, scale, multiplier, offset)
+            if class_shift is not None:
+                index = target.unsqueeze(1)
+                t = t.scatter_add(1, index, class_shift.index_select(0, target).unsqueeze(1))
+            return F.nll_loss(torch.log_softmax(t, 1), target, weight=weight, reduction=reduction)
+        shift = None if class_shift is None else class_shift.index_select(0, target)
+        return _AdjustedCrossEntropy.apply(z, target, scale, multiplier, offset, shift, weight, reduction)
+
+    return fn
+
+
+def _transposed_composite_fn(
+    scale: float | None,
+    multiplier: Tensor | None,
+    offset: Tensor | None,
+    class_shift: Tensor | None,
+    weight: Tensor | None,
+    reduction: str,
+) -> AdjustedCrossEntropyFn:
+    """:func:`adjusted_cross_entropy_fn` for float32 CPU logits with few classes (the ``(C, N)`` layout)."""
+    multiplier_col = None if multiplier is None else multiplier.unsqueeze(1)
+    offset_col = None if offset is None else offset.unsqueeze(1)
+    nll_loss, log_softmax = F.nll_loss, torch.log_softmax
+    if class_shift is None:
+        # An op on z.t() keeps its strides; the log-softmax copies t into the (C, N) layout. One
+        # function per case: these run once per training step, where every Python call shows.
+        if multiplier_col is not None and offset_col is not None:
+
+            def vs_fn(z: Tensor, target: Tensor) -> Tensor:
+                t = torch.addcmul(offset_col, z.t(), multiplier_col)
+                return nll_loss(log_softmax(t, 0).t(), target, weight=weight, reduction=reduction)
+
+            return vs_fn
+        if scale is None and multiplier_col is None and offset_col is not None:
+
+            def la_fn(z: Tensor, target: Tensor) -> Tensor:
+                return nll_loss(log_softmax(z.t() + offset_col, 0).t(), target, weight=weight, reduction=reduction)
+
+            return la_fn
+
+        def fn(z: Tensor, target: Tensor) -> Tensor:
+            t = _affine(z.t(), scale, multiplier_col, offset_col)
+            return nll_loss(log_softmax(t, 0).t(), target, weight=weight, reduction=reduction)
+
+        return fn
+    table = torch.diag(class_shift)  # column y is v_y onehot(y)
+    if multiplier is None and offset is None:
+        alpha = 1.0 if scale is None else scale
+
+        def shifted_fn(z: Tensor, target: Tensor) -> Tensor:
+            t = torch.add(table.index_select(1, target), z.t(), alpha=alpha)  # (C, N), contiguous
+            return nll_loss(log_softmax(t, 0).t(), target, weight=weight, reduction=reduction)
+
+        return shifted_fn
+
+    def affine_shifted_fn(z: Tensor, target: Tensor) -> Tensor:
+        t = _affine(z.t(), scale, multiplier_col, offset_col) + table.index_select(1, target)
+        return F.nll_loss(torch.log_softmax(t, 0).t(), target, weight=weight, reduction=reduction)
+
+    return affine_shifted_fn
+
+
+def _affine(zz: Tensor, scale: float | None, multiplier: Tensor | None, offset: Tensor | None) -> Tensor:
+    """``a * zz + b`` through autograd operations (``zz`` itself when there is no adjustment)."""
+    if scale is not None:
+        t = zz * scale
+        return t if offset is None else t + offset
+    if multiplier is not None:
+        return zz * multiplier if offset is None else torch.addcmul(offset, zz, multiplier)
+    if offset is not None:
+        return zz + offset
+    return zz
 
 
 def cached_vector(

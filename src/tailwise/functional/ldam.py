@@ -32,7 +32,7 @@ from tailwise._validation import (
     check_weight,
     describe,
 )
-from tailwise.functional._fused import adjusted_cross_entropy, cached_vector
+from tailwise.functional._fused import AdjustedCrossEntropyFn, adjusted_cross_entropy_fn
 from tailwise.functional.ce import _compute_logits
 
 __all__ = ["ldam_loss", "ldam_margins"]
@@ -122,14 +122,18 @@ def _ldam_checked(
     scale: float,
     weight: Tensor | None,
     reduction: str,
-    cache: dict | None = None,
 ) -> Tensor:
-    """LDAM loss of validated arguments; ``cache`` holds the module's cast per-class vectors."""
+    """LDAM loss of validated arguments."""
     z = _compute_logits(logits)
-    target = target.long()
-    # CE(s * z - s * m_y onehot(y)): one fused kernel (one (N, C) buffer each way); the shifts
-    # -s * m_c are cast to the compute dtype first, then scaled, as s * z is.
-    shift = cached_vector(cache, "shift", margins, z, -scale).index_select(0, target)
-    return adjusted_cross_entropy(
-        z, target, scale=scale, shift=shift, weight=cached_vector(cache, "weight", weight, z), reduction=reduction
-    )
+    return ldam_fn(z, margins, scale, weight, reduction)(z, target.long())
+
+
+def ldam_fn(z: Tensor, margins: Tensor, scale: float, weight: Tensor | None, reduction: str) -> AdjustedCrossEntropyFn:
+    r"""LDAM as a prepared ``fn(z, target)`` for compute logits like ``z`` (validated arguments).
+
+    :math:`\mathrm{CE}(s\,z - s\,\Delta_y\,\mathrm{onehot}(y), y)`: the shifts :math:`-s\,\Delta_c` are
+    cast to the compute dtype first, then scaled, as :math:`s\,z` is.
+    """
+    shift = margins.to(device=z.device, dtype=z.dtype) * -scale
+    weight_z = None if weight is None else weight.to(device=z.device, dtype=z.dtype)
+    return adjusted_cross_entropy_fn(z, scale=scale, class_shift=shift, weight=weight_z, reduction=reduction)

@@ -37,7 +37,7 @@ from tailwise._validation import (
     check_weight,
 )
 from tailwise.class_counts import class_priors
-from tailwise.functional._fused import adjusted_cross_entropy, cached_vector
+from tailwise.functional._fused import AdjustedCrossEntropyFn, adjusted_cross_entropy_fn
 from tailwise.functional.ce import _compute_logits
 
 __all__ = ["cdt_loss", "logit_adjusted_loss", "vs_adjustments", "vs_loss"]
@@ -79,35 +79,48 @@ def _affine_cross_entropy(
     reduction: str,
     *,
     checked: bool = False,
-    cache: dict | None = None,
 ) -> Tensor:
     r""":math:`\mathrm{CE}(\Delta \odot z + \iota, y)` after validation; shared by VS, LA, CDT, Bayias.
 
     ``multiplier`` and ``offset`` are ``(C,)`` vectors (``None`` skips the term); they are cast to the
     compute dtype and device of the logits. ``checked=True``: the caller has already run
-    ``check_logits_target(logits, target)``; ``cache``: a module's cache of the cast vectors (see
-    :func:`tailwise.functional._fused.cached_vector`). The adjusted cross-entropy runs as one fused
-    kernel (:mod:`tailwise.functional._fused`).
+    ``check_logits_target(logits, target)``. The loss runs in
+    :func:`tailwise.functional._fused.adjusted_cross_entropy_fn`.
     """
     if not checked:
         check_logits_target(logits, target)
+    z = _compute_logits(logits)
+    return affine_fn(z, multiplier, offset, weight, reduction)(z, target.long())
+
+
+def affine_fn(
+    z: Tensor,
+    multiplier: Tensor | None,
+    offset: Tensor | None,
+    weight: Tensor | Sequence[float] | None,
+    reduction: str,
+) -> AdjustedCrossEntropyFn:
+    """Check ``reduction``, the adjustment vectors and the weights for compute logits ``z``; prepare the loss."""
     check_reduction(reduction)
-    num_classes = logits.shape[1]
-    for name, vec in (("class_counts", multiplier), ("class_counts", offset)):
+    num_classes = z.shape[1]
+    for vec in (multiplier, offset):
         if vec is not None and vec.numel() != num_classes:
             raise ValueError(
-                f"{name} must have one entry per class ({num_classes} logit columns); got {vec.numel()} entries"
+                f"class_counts must have one entry per class ({num_classes} logit columns); got {vec.numel()} entries"
             )
-    weight = check_weight(weight, num_classes)
-    z = _compute_logits(logits)
-    return adjusted_cross_entropy(
+    checked_weight = check_weight(weight, num_classes)
+    return adjusted_cross_entropy_fn(
         z,
-        target.long(),
-        multiplier=cached_vector(cache, "multiplier", multiplier, z),
-        offset=cached_vector(cache, "offset", offset, z),
-        weight=cached_vector(cache, "weight", weight, z),
+        multiplier=_cast(multiplier, z),
+        offset=_cast(offset, z),
+        weight=_cast(checked_weight, z),
         reduction=reduction,
     )
+
+
+def _cast(vec: Tensor | None, like: Tensor) -> Tensor | None:
+    """``vec`` on ``like``'s device and dtype (``None`` stays ``None``)."""
+    return None if vec is None else vec.to(device=like.device, dtype=like.dtype)
 
 
 def vs_loss(

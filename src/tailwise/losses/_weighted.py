@@ -7,13 +7,13 @@ checkpoint written after the DRW switch restores into a freshly built loss (whos
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from tailwise._validation import check_reduction, check_weight
+from tailwise._validation import check_reduction, check_weight, validation_enabled
 
 
 class ClassWeightedLoss(nn.Module):
@@ -32,6 +32,7 @@ class ClassWeightedLoss(nn.Module):
         self.num_classes = num_classes
         self.reduction = check_reduction(reduction)
         self.register_buffer("weight", None)
+        self._constants_cache: tuple[Any, ...] | None = None
         self.set_weight(weight)
 
     def _check_num_classes(self, logits: Tensor) -> None:
@@ -41,6 +42,38 @@ class ClassWeightedLoss(nn.Module):
             raise ValueError(
                 f"logits must have {n} columns, one per class of class_counts; got shape {tuple(logits.shape)}"
             )
+
+    def _constants(
+        self, z: Tensor, sources: tuple[Tensor | None, ...], extra: tuple[Any, ...], build: Callable[[], Any]
+    ) -> Any:
+        """``build()``: the checked per-call constants of this loss for compute logits ``z``, cached.
+
+        The cached value is reused while every tensor of ``sources`` (buffers, ``None`` allowed) is the
+        same object at the same version, ``extra`` (hyperparameters) is equal and ``z`` has the same
+        dtype and device, so the checks inside ``build`` run again after any change (in-place writes,
+        ``load_state_dict``, ``.to()``, ``set_weight``, reassigned attributes) and raise exactly when the
+        uncached code would. A value built while value checks were off is rebuilt once they are on.
+        """
+        hit = self._constants_cache
+        dtype, device = z.dtype, z.device
+        if (
+            hit is not None
+            and hit[0] == dtype
+            and hit[1] == device
+            and hit[2] == extra
+            and (hit[3] or not validation_enabled())
+            and len(hit[4]) == len(sources)
+        ):
+            for a, b, version in zip(hit[4], sources, hit[5]):
+                if a is not b or (b is not None and b._version != version):
+                    break
+            else:
+                return hit[6]
+        checked = validation_enabled()
+        value = build()
+        versions = tuple([-1 if t is None else t._version for t in sources])
+        self._constants_cache = (dtype, device, extra, checked, sources, versions, value)
+        return value
 
     def _reference_buffer(self) -> Tensor | None:
         for name, buf in self.named_buffers():

@@ -9,8 +9,7 @@ from torch import Tensor
 
 from tailwise._validation import check_class_counts
 from tailwise.functional.bayias import bayias_offset
-from tailwise.functional.vs import _affine_cross_entropy
-from tailwise.losses._weighted import ClassWeightedLoss
+from tailwise.losses._affine import AffineAdjustedLoss
 from tailwise.registry import LOSSES
 
 __all__ = ["BayiasLoss"]
@@ -19,7 +18,7 @@ CountsLike = Sequence[float] | Tensor | np.ndarray
 
 
 @LOSSES.register("bayias")
-class BayiasLoss(ClassWeightedLoss):
+class BayiasLoss(AffineAdjustedLoss):
     r"""Bayias-compensated cross-entropy :math:`\mathrm{CE}(z + \log\pi^{\text{train}} - \log\pi^{\text{target}}, y)`.
 
     The offset is a buffer (``offset``, float64) computed once. With the default uniform target prior
@@ -51,12 +50,10 @@ class BayiasLoss(ClassWeightedLoss):
         self.register_buffer("class_counts", counts)
         self.register_buffer("offset", offset)
         self.set_weight(weight)
-        self._cache: dict = {}  # buffers cast to the logits' dtype (tailwise.functional._fused.cached_vector)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Bayias-compensated loss of ``logits`` ``(N, C)`` against ``target`` ``(N,)``."""
-        self._check_num_classes(logits)
-        return _affine_cross_entropy(logits, target, None, self.offset, self.weight, self.reduction, cache=self._cache)
+        return self._affine_forward(logits, target, None, self.offset)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, " + super().extra_repr()

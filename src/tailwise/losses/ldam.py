@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from tailwise._validation import (
@@ -13,9 +14,10 @@ from tailwise._validation import (
     check_positive,
     check_reduction,
     check_weight,
-    validation_enabled,
 )
-from tailwise.functional.ldam import _ldam_checked, ldam_margins
+from tailwise.functional._fused import AdjustedCrossEntropyFn
+from tailwise.functional.ce import _compute_logits
+from tailwise.functional.ldam import ldam_fn, ldam_margins
 from tailwise.losses._weighted import ClassWeightedLoss
 from tailwise.registry import LOSSES
 
@@ -66,35 +68,28 @@ class LDAMLoss(ClassWeightedLoss):
         self.register_buffer("class_counts", counts)
         self.register_buffer("margins", margins)
         self.set_weight(weight)
-        self._cache: dict = {}  # per-class vectors cast to the logits' dtype (see cached_vector)
-        self._margins_checked: tuple | None = None
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """LDAM loss of ``logits`` ``(N, C)`` against ``target`` ``(N,)``."""
         self._check_num_classes(logits)
-        # ldam_loss(logits, target, margins=self.margins, scale=self.scale, weight=self.weight, ...)
-        # with the same checks in the same order; the margins buffer is value-checked once per change.
+        # ldam_loss(logits, target, margins=self.margins, scale=self.scale, weight=self.weight, ...) with
+        # the same checks in the same order; those of the module's own state run when it changes.
         check_logits_target(logits, target)
-        check_reduction(self.reduction)
-        num_classes = logits.shape[1]
-        margins = self._checked_margins(num_classes)
-        scale = check_positive("scale", self.scale)
-        weight = check_weight(self.weight, num_classes)
-        return _ldam_checked(logits, target, margins, scale, weight, self.reduction, self._cache)
-
-    def _checked_margins(self, num_classes: int) -> Tensor:
-        """The ``margins`` buffer after ``check_weight(margins, C, name="margins")``.
-
-        The check is repeated only when the buffer changed (another tensor or an in-place write) or when
-        value checks were off at the last check and are on now.
-        """
-        margins = self.margins
-        state = (margins._version, num_classes)
-        seen = self._margins_checked
-        if seen is None or seen[0] is not margins or seen[1] != state or (not seen[2] and validation_enabled()):
-            check_weight(margins, num_classes, name="margins")
-            self._margins_checked = (margins, state, validation_enabled())
-        return margins
+        z = _compute_logits(logits)
+        margins, weight, scale, reduction = self.margins, self.weight, self.scale, self.reduction
+        fn = self._constants(z, (margins, weight), (scale, reduction), lambda: _checked_fn(z, margins, weight, scale, reduction))
+        return fn(z, target if target.dtype == torch.int64 else target.long())
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, max_margin={self.max_margin}, scale={self.scale}, " + super().extra_repr()
+
+
+def _checked_fn(
+    z: Tensor, margins: Tensor, weight: Tensor | None, scale: float, reduction: str
+) -> AdjustedCrossEntropyFn:
+    """Check a module's state as :func:`tailwise.functional.ldam_loss` checks its arguments; prepare LDAM."""
+    num_classes = z.shape[1]
+    check_reduction(reduction)
+    check_weight(margins, num_classes, name="margins")
+    scale = check_positive("scale", scale)
+    return ldam_fn(z, margins, scale, check_weight(weight, num_classes), reduction)

@@ -8,8 +8,8 @@ import numpy as np
 from torch import Tensor
 
 from tailwise._validation import check_class_counts
-from tailwise.functional.vs import _affine_cross_entropy, vs_adjustments
-from tailwise.losses._weighted import ClassWeightedLoss
+from tailwise.functional.vs import vs_adjustments
+from tailwise.losses._affine import AffineAdjustedLoss
 from tailwise.registry import LOSSES
 
 __all__ = ["CDTLoss", "LogitAdjustedLoss", "VSLoss"]
@@ -18,7 +18,7 @@ CountsLike = Sequence[float] | Tensor | np.ndarray
 
 
 @LOSSES.register("vs")
-class VSLoss(ClassWeightedLoss):
+class VSLoss(AffineAdjustedLoss):
     r"""Vector-scaling loss :math:`\mathrm{CE}(\Delta \odot z + \iota, y)`.
 
     .. math:: \Delta_c = (n_c/n_{\max})^{\gamma}, \qquad \iota_c = \tau \log \pi_c
@@ -55,14 +55,12 @@ class VSLoss(ClassWeightedLoss):
         self.register_buffer("delta", delta)
         self.register_buffer("iota", iota)
         self.set_weight(weight)
-        self._cache: dict = {}  # buffers cast to the logits' dtype (tailwise.functional._fused.cached_vector)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """VS loss of ``logits`` ``(N, C)`` against ``target`` ``(N,)``."""
-        self._check_num_classes(logits)
         multiplier = None if self.gamma == 0.0 else self.delta
         offset = None if self.tau == 0.0 else self.iota
-        return _affine_cross_entropy(logits, target, multiplier, offset, self.weight, self.reduction, cache=self._cache)
+        return self._affine_forward(logits, target, multiplier, offset)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, gamma={self.gamma}, tau={self.tau}, " + super().extra_repr()
