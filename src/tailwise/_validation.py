@@ -23,6 +23,7 @@ __all__ = [
     "check_finite",
     "check_in_choices",
     "check_int",
+    "check_label_range",
     "check_logits_target",
     "check_positive",
     "check_probability",
@@ -241,6 +242,18 @@ def check_weight(weight: Tensor | Sequence[float] | None, num_classes: int, *, n
     return weight
 
 
+def check_label_range(target: Tensor, num_classes: int, name: str = "target") -> None:
+    """Raise ``ValueError`` unless every integer label of ``target`` lies in ``[0, num_classes)``."""
+    if target.numel() == 0:
+        return
+    lo_t, hi_t = torch.aminmax(target)
+    lo, hi = int(lo_t), int(hi_t)
+    if lo < 0 or hi >= num_classes:
+        raise ValueError(
+            f"{name} labels must lie in [0, {num_classes - 1}] for {num_classes} classes; got values in [{lo}, {hi}]"
+        )
+
+
 def check_logits_target(
     logits: Tensor,
     target: Tensor,
@@ -248,8 +261,13 @@ def check_logits_target(
     allow_soft: bool = False,
     logits_name: str = "logits",
     target_name: str = "target",
+    label_range: bool = True,
 ) -> bool:
     """Validate ``(logits[N, C], target[N])`` (or soft ``target[N, C]`` when ``allow_soft``).
+
+    ``label_range=False`` leaves the range of integer labels to the caller (a CPU computation whose
+    indexing raises ``IndexError`` on a label outside ``[0, C)`` and then calls
+    :func:`check_label_range` for the message).
 
     Returns:
         ``True`` when ``target`` is a soft (probability) target, ``False`` for class indices.
@@ -282,11 +300,8 @@ def check_logits_target(
             raise TypeError(f"{target_name} must hold integer class indices; got dtype {target.dtype}")
         if target.ndim != 1 or target.shape[0] != n:
             raise ValueError(f"{target_name} must have shape ({n},) to match {logits_name} {tuple(logits.shape)}; got shape {tuple(target.shape)}")
-        if _VALUE_CHECKS and n > 0:
-            lo_t, hi_t = torch.aminmax(target)
-            lo, hi = int(lo_t), int(hi_t)
-            if lo < 0 or hi >= c:
-                raise ValueError(f"{target_name} labels must lie in [0, {c - 1}] for {c} classes; got values in [{lo}, {hi}]")
+        if _VALUE_CHECKS and n > 0 and label_range:
+            check_label_range(target, c, target_name)
     if _VALUE_CHECKS:
         # check_finite(logits_name, logits), its common case inline
         x = logits.detach()

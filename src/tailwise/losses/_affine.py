@@ -6,27 +6,54 @@ import torch
 from torch import Tensor
 
 from tailwise._validation import check_logits_target
-from tailwise.functional.ce import _compute_logits
+from tailwise.functional.ce import _LOW_PRECISION
 from tailwise.functional.vs import affine_fn
 from tailwise.losses._weighted import ClassWeightedLoss
 
 
 class AffineAdjustedLoss(ClassWeightedLoss):
-    """A class-weighted loss of per-class affinely adjusted logits; subclasses pick the two vectors."""
+    """A class-weighted loss of per-class affinely adjusted logits.
 
-    def _affine_forward(
-        self, logits: Tensor, target: Tensor, multiplier: Tensor | None, offset: Tensor | None
-    ) -> Tensor:
+    Subclasses register the adjustment buffers and name them in ``_multiplier_buffer`` and
+    ``_offset_buffer`` (``None``: no such term).
+    """
+
+    _multiplier_buffer: str | None = None
+    _offset_buffer: str | None = None
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         r""":math:`\mathrm{CE}(\mathrm{multiplier} \odot z + \mathrm{offset}, y)` with the module's weight.
 
         The same checks, in the same order, as the functional twin; those of the module's own state run
-        when that state changes (see :meth:`ClassWeightedLoss._constants`).
+        when that state changes (see :meth:`ClassWeightedLoss._prepared`).
         """
-        self._check_num_classes(logits)
+        buffers = self._buffers
+        name = self._multiplier_buffer
+        multiplier = None if name is None else buffers[name]
+        name = self._offset_buffer
+        offset = None if name is None else buffers[name]
+        n = self.num_classes
+        if n is not None and isinstance(logits, Tensor) and logits.ndim == 2 and logits.shape[1] != n:
+            self._raise_num_classes(logits)
         check_logits_target(logits, target)
-        z = _compute_logits(logits)
-        weight, reduction = self.weight, self.reduction
-        fn = self._constants(
-            z, (multiplier, offset, weight), (reduction,), lambda: affine_fn(z, multiplier, offset, weight, reduction)
+        z = logits.float() if logits.dtype in _LOW_PRECISION else logits
+        weight, reduction = self._buffers["weight"], self.reduction
+        key = (
+            id(multiplier),
+            getattr(multiplier, "_version", None),
+            id(offset),
+            getattr(offset, "_version", None),
+            id(weight),
+            getattr(weight, "_version", None),
+            z.dtype,
+            z.device,
+            reduction,
         )
+        hit = self._constants_cache
+        if hit is not None and hit[0] == key and hit[1]:
+            fn = hit[2]
+        else:
+            fn = self._prepared(
+                key, (multiplier, offset, weight), lambda: affine_fn(z, multiplier, offset, weight, reduction)
+            )
         return fn(z, target if target.dtype == torch.int64 else target.long())

@@ -43,37 +43,30 @@ class ClassWeightedLoss(nn.Module):
                 f"logits must have {n} columns, one per class of class_counts; got shape {tuple(logits.shape)}"
             )
 
-    def _constants(
-        self, z: Tensor, sources: tuple[Tensor | None, ...], extra: tuple[Any, ...], build: Callable[[], Any]
-    ) -> Any:
-        """``build()``: the checked per-call constants of this loss for compute logits ``z``, cached.
+    def _prepared(self, key: tuple[Any, ...], sources: tuple[Tensor | None, ...], build: Callable[[], Any]) -> Any:
+        """``build()``: the checked, cast per-call constants of this loss, cached under ``key``.
 
-        The cached value is reused while every tensor of ``sources`` (buffers, ``None`` allowed) is the
-        same object at the same version, ``extra`` (hyperparameters) is equal and ``z`` has the same
-        dtype and device, so the checks inside ``build`` run again after any change (in-place writes,
-        ``load_state_dict``, ``.to()``, ``set_weight``, reassigned attributes) and raise exactly when the
-        uncached code would. A value built while value checks were off is rebuilt once they are on.
+        ``key`` describes everything ``build`` depends on: ``(id(t), t._version)`` of each tensor of
+        ``sources`` (buffers, ``None`` allowed), the compute dtype and device, the hyperparameters. The
+        cache keeps ``sources`` referenced, so their ids stay theirs; the checks inside ``build`` thus run
+        again after any change (in-place writes, ``load_state_dict``, ``.to()``, ``set_weight``,
+        reassigned attributes) and raise exactly when the uncached code would. A value built while value
+        checks were off is rebuilt once they are on. A forward reads the cache itself first::
+
+            hit = self._constants_cache
+            value = hit[2] if hit is not None and hit[0] == key and hit[1] else self._prepared(key, sources, build)
         """
         hit = self._constants_cache
-        dtype, device = z.dtype, z.device
-        if (
-            hit is not None
-            and hit[0] == dtype
-            and hit[1] == device
-            and hit[2] == extra
-            and (hit[3] or not validation_enabled())
-            and len(hit[4]) == len(sources)
-        ):
-            for a, b, version in zip(hit[4], sources, hit[5]):
-                if a is not b or (b is not None and b._version != version):
-                    break
-            else:
-                return hit[6]
         checked = validation_enabled()
+        if hit is not None and hit[0] == key and (hit[1] or not checked):
+            return hit[2]
         value = build()
-        versions = tuple([-1 if t is None else t._version for t in sources])
-        self._constants_cache = (dtype, device, extra, checked, sources, versions, value)
+        self._constants_cache = (key, checked, value, sources)
         return value
+
+    def _raise_num_classes(self, logits: Tensor) -> None:
+        """The error of :meth:`_check_num_classes` (for forwards that test the shape inline)."""
+        self._check_num_classes(logits)
 
     def _reference_buffer(self) -> Tensor | None:
         for name, buf in self.named_buffers():

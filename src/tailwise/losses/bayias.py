@@ -36,6 +36,7 @@ class BayiasLoss(AffineAdjustedLoss):
 
     class_counts: Tensor
     offset: Tensor
+    _offset_buffer = "offset"
 
     def __init__(
         self,
@@ -50,10 +51,6 @@ class BayiasLoss(AffineAdjustedLoss):
         self.register_buffer("class_counts", counts)
         self.register_buffer("offset", offset)
         self.set_weight(weight)
-
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        """Bayias-compensated loss of ``logits`` ``(N, C)`` against ``target`` ``(N,)``."""
-        return self._affine_forward(logits, target, None, self.offset)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, " + super().extra_repr()

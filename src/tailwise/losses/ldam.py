@@ -10,13 +10,15 @@ from torch import Tensor
 
 from tailwise._validation import (
     check_class_counts,
+    check_label_range,
     check_logits_target,
     check_positive,
     check_reduction,
     check_weight,
+    validation_enabled,
 )
 from tailwise.functional._fused import AdjustedCrossEntropyFn
-from tailwise.functional.ce import _compute_logits
+from tailwise.functional.ce import _LOW_PRECISION
 from tailwise.functional.ldam import ldam_fn, ldam_margins
 from tailwise.losses._weighted import ClassWeightedLoss
 from tailwise.registry import LOSSES
@@ -71,14 +73,43 @@ class LDAMLoss(ClassWeightedLoss):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """LDAM loss of ``logits`` ``(N, C)`` against ``target`` ``(N,)``."""
-        self._check_num_classes(logits)
+        n = self.num_classes
+        if n is not None and isinstance(logits, Tensor) and logits.ndim == 2 and logits.shape[1] != n:
+            self._raise_num_classes(logits)
         # ldam_loss(logits, target, margins=self.margins, scale=self.scale, weight=self.weight, ...) with
-        # the same checks in the same order; those of the module's own state run when it changes.
-        check_logits_target(logits, target)
-        z = _compute_logits(logits)
-        margins, weight, scale, reduction = self.margins, self.weight, self.scale, self.reduction
-        fn = self._constants(z, (margins, weight), (scale, reduction), lambda: _checked_fn(z, margins, weight, scale, reduction))
-        return fn(z, target if target.dtype == torch.int64 else target.long())
+        # the same checks; those of the module's own state run when it changes. On the CPU, the
+        # labels' range is checked by the computation itself: every path first indexes the shifts by
+        # the labels (index_select raises outside [0, C)), and the handler below turns that
+        # into the range message. Elsewhere an out-of-range index is a device-side assert, so the labels
+        # are checked first.
+        on_cpu = isinstance(logits, Tensor) and logits.is_cpu
+        check_logits_target(logits, target, label_range=not on_cpu)
+        z = logits.float() if logits.dtype in _LOW_PRECISION else logits
+        buffers = self._buffers
+        margins, weight, scale, reduction = buffers["margins"], buffers["weight"], self.scale, self.reduction
+        key = (
+            id(margins),
+            margins._version,
+            id(weight),
+            getattr(weight, "_version", None),
+            z.dtype,
+            z.device,
+            scale,
+            reduction,
+        )
+        hit = self._constants_cache
+        if hit is not None and hit[0] == key and hit[1]:
+            fn = hit[2]
+        else:
+            fn = self._prepared(key, (margins, weight), lambda: _checked_fn(z, margins, weight, scale, reduction))
+        if not on_cpu:
+            return fn(z, target if target.dtype == torch.int64 else target.long())
+        try:
+            return fn(z, target if target.dtype == torch.int64 else target.long())
+        except (IndexError, RuntimeError):  # index_select raises either, depending on the dimension
+            if validation_enabled():
+                check_label_range(target, z.shape[1])
+            raise
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, max_margin={self.max_margin}, scale={self.scale}, " + super().extra_repr()

@@ -23,8 +23,9 @@ class VSLoss(AffineAdjustedLoss):
 
     .. math:: \Delta_c = (n_c/n_{\max})^{\gamma}, \qquad \iota_c = \tau \log \pi_c
 
-    The adjustments are buffers (``delta``, ``iota``, float64) computed once from ``class_counts``;
-    see :func:`tailwise.functional.vs_loss`.
+    The adjustments are buffers (``delta``, ``iota``, float64) computed once from ``class_counts``,
+    ``gamma`` and ``tau`` at construction (the loss follows the buffers, which ``load_state_dict`` and
+    in-place edits may change); see :func:`tailwise.functional.vs_loss`.
 
     Args:
         class_counts: ``(C,)`` training counts (all positive).
@@ -55,12 +56,9 @@ class VSLoss(AffineAdjustedLoss):
         self.register_buffer("delta", delta)
         self.register_buffer("iota", iota)
         self.set_weight(weight)
-
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        """VS loss of ``logits`` ``(N, C)`` against ``target`` ``(N,)``."""
-        multiplier = None if self.gamma == 0.0 else self.delta
-        offset = None if self.tau == 0.0 else self.iota
-        return self._affine_forward(logits, target, multiplier, offset)
+        # gamma = 0 makes every multiplier exactly 1 and tau = 0 every offset exactly 0: skip those terms
+        self._multiplier_buffer = None if self.gamma == 0.0 else "delta"
+        self._offset_buffer = None if self.tau == 0.0 else "iota"
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, gamma={self.gamma}, tau={self.tau}, " + super().extra_repr()
