@@ -146,6 +146,63 @@ def test_large_batch_matches_plain_autograd(ties: bool, penalty: str) -> None:
     torch.testing.assert_close(a.grad, b.grad)
 
 
+def _plain_cals(z: torch.Tensor, y: torch.Tensor, lam: object, rho: object, w: object, reduction: str) -> torch.Tensor:
+    """CE + CALS phr penalty (margin 3) through plain autograd operations."""
+    ce = F.cross_entropy(z, y, weight=w, reduction="none" if reduction == "none" else reduction)
+    pen = cals_penalty(z, lam, rho, 3.0, "phr", reduction=reduction)
+    return ce + pen
+
+
+@pytest.mark.parametrize("n", [37, 0])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("scalar_multipliers", [False, True])
+def test_small_float32_path_matches_plain_autograd(
+    scalar_multipliers: bool, ties: bool, weighted: bool, reduction: str, n: int
+) -> None:
+    # float32 CPU logits with few classes take the transposed phr kernel; value and gradient must be
+    # those of the plain expression (evaluated in float64 on the same float32 values)
+    g = torch.Generator().manual_seed(4)
+    z = (torch.randn(n, 6, dtype=torch.float64, generator=g) * 4).float().double()
+    if ties:
+        z = z.round()
+        z[:, 2] = z.amax(dim=1)
+    y = torch.randint(6, (n,), generator=g)
+    if scalar_multipliers:
+        lam, rho = 0.7, 1.5
+    else:
+        lam = torch.rand(6, dtype=torch.float64, generator=g)
+        rho = torch.rand(6, dtype=torch.float64, generator=g) + 0.5
+    w = torch.rand(6, dtype=torch.float64, generator=g) + 0.5 if weighted else None
+    upstream = torch.rand(n, dtype=torch.float64, generator=g) if reduction == "none" else torch.tensor(1.3, dtype=torch.float64)
+    a = z.float().requires_grad_(True)
+    fast = cals_loss(a, y, lam, rho, margin=3.0, weight=w, reduction=reduction)
+    assert "CALSPhrTransposed" in type(fast.grad_fn).__name__
+    b = z.clone().requires_grad_(True)
+    plain = _plain_cals(b, y, lam, rho, w, reduction)
+    torch.testing.assert_close(fast.double(), plain, rtol=1e-5, atol=1e-5, equal_nan=True)
+    fast.backward(upstream.float())
+    plain.backward(upstream)
+    torch.testing.assert_close(a.grad.double(), b.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_small_float32_path_double_backward() -> None:
+    g = torch.Generator().manual_seed(5)
+    z = (torch.randn(9, 5, dtype=torch.float64, generator=g) * 3).float().double()
+    y = torch.randint(5, (9,), generator=g)
+    lam = torch.rand(5, dtype=torch.float64, generator=g)
+    rho = torch.rand(5, dtype=torch.float64, generator=g) + 0.5
+    a = z.float().requires_grad_(True)
+    (grad_a,) = torch.autograd.grad(cals_loss(a, y, lam, rho, margin=3.0), a, create_graph=True)
+    (hess_a,) = torch.autograd.grad(grad_a.square().sum(), a)
+    b = z.clone().requires_grad_(True)
+    (grad_b,) = torch.autograd.grad(_plain_cals(b, y, lam, rho, None, "mean"), b, create_graph=True)
+    (hess_b,) = torch.autograd.grad(grad_b.square().sum(), b)
+    torch.testing.assert_close(grad_a.double(), grad_b, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(hess_a.double(), hess_b, rtol=1e-4, atol=1e-6)
+
+
 def test_module_sees_in_place_multiplier_changes() -> None:
     # the module caches the multipliers in the logits' dtype; an in-place update must invalidate it
     z, y = _logits().float(), torch.randint(5, (12,))

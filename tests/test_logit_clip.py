@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import tailwise.functional.logit_clip as logit_clip_module
 from tailwise import validation_disabled
 from tailwise.functional import alpha_loss, clip_logits
 from tailwise.functional.logit_clip import _clip_reference
@@ -279,21 +280,29 @@ def test_fused_clip_without_grad_matches() -> None:
             torch.testing.assert_close(clip_logits(z, 0.5, mode=mode), _clip_reference(z, 0.5, 2.0, mode), rtol=1e-13, atol=0)
 
 
+# The two computations of the clipped cross-entropy: the fused function, and the native composition
+# that small inputs take (forced here in both directions, whatever the size).
+CLIP_CE_PATHS = {"fused": "_ClipCrossEntropyBackward", "composite": "NllLossBackward0"}
+
+
+@pytest.mark.parametrize("path", sorted(CLIP_CE_PATHS))
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize(("dtype", "c"), [(torch.float64, 6), (torch.float32, 6), (torch.float32, 20)])
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("p", P_VALUES)
 def test_fused_clip_cross_entropy_matches_reference(
-    p: float, mode: str, dtype: torch.dtype, c: int, weighted: bool, reduction: str
+    p: float, mode: str, dtype: torch.dtype, c: int, weighted: bool, reduction: str, path: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(logit_clip_module, "_composite_path", lambda z: path == "composite")
     z = _mixed_rows(p, dtype, c)
     y = torch.randint(c, (z.shape[0],), generator=torch.Generator().manual_seed(5))
     weight = torch.rand(c, generator=torch.Generator().manual_seed(6), dtype=torch.float64) + 0.5 if weighted else None
     loss_fn = LogitClipLoss(CrossEntropyLoss(weight=weight, reduction=reduction), tau=BOUND_TAU, p=p, mode=mode)
     upstream = torch.rand(z.shape[0], dtype=dtype) if reduction == "none" else torch.tensor(1.7, dtype=dtype)
     x = z.clone().requires_grad_(True)
-    assert type(loss_fn(x, y).grad_fn).__name__ == "_ClipCrossEntropyBackward"
+    assert type(loss_fn(x, y).grad_fn).__name__ == CLIP_CE_PATHS[path]
     loss, grad = _value_and_grad(lambda x: loss_fn(x, y), z, upstream)
     w = None if weight is None else weight.to(dtype)
     ref, ref_grad = _value_and_grad(
@@ -304,9 +313,13 @@ def test_fused_clip_cross_entropy_matches_reference(
     torch.testing.assert_close(grad, ref_grad, **tol)
 
 
+@pytest.mark.parametrize("path", sorted(CLIP_CE_PATHS))
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("p", P_VALUES)
-def test_fused_clip_cross_entropy_gradcheck_and_gradgradcheck(p: float, mode: str) -> None:
+def test_fused_clip_cross_entropy_gradcheck_and_gradgradcheck(
+    p: float, mode: str, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(logit_clip_module, "_composite_path", lambda z: path == "composite")
     z = _rows_with_norms([0.2, 0.6, 3.0, 9.0], c=5, p=p).requires_grad_(True)
     y = torch.tensor([0, 1, 2, 3])
     loss = LogitClipLoss(CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 0.5, 1.0, 3.0])), tau=0.8, p=p, mode=mode)

@@ -25,6 +25,7 @@ statistics the multiplier update needs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -33,13 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tailwise._validation import check_in_choices, check_logits_target, check_positive, check_reduction, check_weight
-from tailwise.functional._fused import (
-    cached_derived,
-    cached_vector,
-    log_softmax_rows,
-    loss_coefficients,
-    softmax_like,
-)
+from tailwise.functional._fused import _transposed, log_softmax_rows, loss_coefficients, softmax_like
 from tailwise.functional._reduce import reduce_loss
 from tailwise.functional.ce import _compute_logits
 
@@ -249,31 +244,67 @@ def _cals(
     normalize: bool,
     reduction: str,
     weight: Tensor | None,
-    cache: dict | None = None,
 ) -> Tensor:
-    """:func:`cals_loss` with an optional ``cache``: a module's cache of the multipliers cast to the
-    logits' dtype and of the ``phr`` constants (see :func:`tailwise.functional._fused.cached_derived`).
-    """
+    """:func:`cals_loss`: the checks, then the prepared loss (:func:`cals_fn`)."""
     check_logits_target(logits, target)
+    z = _compute_logits(logits)
+    return cals_fn(z, lambd, rho, margin, penalty, normalize, reduction, weight)(z, target.long())
+
+
+def cals_fn(
+    like: Tensor,
+    lambd: Tensor | float,
+    rho: Tensor | float,
+    margin: float,
+    penalty: str,
+    normalize: bool,
+    reduction: str,
+    weight: Tensor | None,
+) -> Callable[[Tensor, Tensor], Tensor]:
+    """Check the CALS arguments for compute logits like ``like``; the loss as a prepared ``fn(z, target)``.
+
+    The checks (in :func:`cals_loss`'s order, after those of the logits and labels) and the casts of
+    the per-class vectors run here, once; a loss module keeps ``fn`` while its state is unchanged.
+    ``fn`` takes validated compute logits with ``like``'s dtype, device and number of classes (any
+    batch size) and int64 labels. Float32 CPU logits with fewer than 16 classes and the ``phr``
+    penalty run :class:`_CALSPhrTransposed`; the rest :class:`_CALSLoss`.
+    """
     check_reduction(reduction)
     check_in_choices("penalty", penalty, tuple(CALS_PENALTIES))
-    num_classes = logits.shape[1]
+    num_classes = like.shape[1]
     weight = check_weight(weight, num_classes)
     lambd = _check_vector("lambd", lambd, num_classes)
     rho = _check_vector("rho", rho, num_classes)
-    z = _compute_logits(logits)
     margin = check_positive("margin", margin)
     normalize = bool(normalize)
-    lam = cached_vector(cache, "lambd", lambd, z) if isinstance(lambd, Tensor) else _as_like(lambd, z)
-    r = cached_vector(cache, "rho", rho, z) if isinstance(rho, Tensor) else _as_like(rho, z)
-    consts = None
-    if penalty == "phr":
-        sources = tuple(t for t in (lambd, rho) if isinstance(t, Tensor))
-        extra = (lambd if not isinstance(lambd, Tensor) else None, rho if not isinstance(rho, Tensor) else None,
-                 z.dtype, z.device, margin, normalize, z.shape[1])
-        consts = cached_derived(cache, "phr", sources, extra, lambda: _phr_constants(lam, r, margin, normalize, z.shape[1]))
-    w = cached_vector(cache, "weight", weight, z)
-    return _CALSLoss.apply(z, target.long(), lam, r, consts, margin, penalty, normalize, reduction, w)
+    lam, r = _as_like(lambd, like), _as_like(rho, like)
+    w = None if weight is None else weight.to(device=like.device, dtype=like.dtype)
+    if penalty != "phr":
+
+        def other_fn(z: Tensor, target: Tensor) -> Tensor:
+            return _CALSLoss.apply(z, target, lam, r, None, margin, penalty, normalize, reduction, w)
+
+        return other_fn
+    consts = _phr_constants(lam, r, margin, normalize, num_classes)
+    if _transposed(like):
+        alpha, beta, pen_w, k = consts
+        root_w = pen_w.sqrt()  # scales P' so that the penalty is a plain sum of squares
+        columns = (
+            (alpha * root_w).reshape(-1, 1),
+            (beta * root_w).reshape(-1, 1),
+            (2 * root_w * beta).reshape(-1, 1),
+            float(k),
+        )
+
+        def transposed_fn(z: Tensor, target: Tensor) -> Tensor:
+            return _CALSPhrTransposed.apply(z, target, lam, r, columns, margin, normalize, reduction, w)
+
+        return transposed_fn
+
+    def phr_fn(z: Tensor, target: Tensor) -> Tensor:
+        return _CALSLoss.apply(z, target, lam, r, consts, margin, penalty, normalize, reduction, w)
+
+    return phr_fn
 
 
 def _phr_constants(lam: Tensor, r: Tensor, margin: float, normalize: bool, c: int) -> tuple[Tensor, ...]:
@@ -414,6 +445,80 @@ class _CALSLoss(torch.autograd.Function):
         else:
             grad_z.addcmul_(at_max, share.div_(at_max.sum(dim=1, keepdim=True)))
         return (grad_z, *nones)
+
+
+class _CALSPhrTransposed(torch.autograd.Function):
+    r"""CALS with the ``phr`` penalty for float32 CPU logits with fewer than 16 classes.
+
+    The computation of :class:`_CALSLoss` for ``phr`` in the transposed ``(C, N)`` layout, where the
+    log-softmax is vectorised over the samples (see :mod:`tailwise.functional._fused`), with the
+    fewest operations. With :math:`d = \max_k z_k - z`, :math:`P' = \max(0, \alpha + \beta d)` and
+    the penalty weights :math:`w` of :func:`_phr_constants`, the kernel keeps
+    :math:`u = \sqrt{w}\,P' = \max(0, \sqrt{w}\alpha + \sqrt{w}\beta d)`, so that the per-sample
+    penalty is :math:`\sum_j u_j^2 - k`; the gradient is
+    :math:`c\,(\operatorname{softmax} - e_y) - k_i q + \frac{[d = 0]}{\#\{d = 0\}} k_i \sum_j q_j` with
+    :math:`q = 2 w \beta P' = 2 \sqrt{w} \beta u` (``amax``'s gradient split evenly among tied
+    maxima, always through the mask of the maxima).
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        z: Tensor,
+        target: Tensor,
+        lam: Tensor,
+        r: Tensor,
+        columns: tuple[Any, ...],
+        margin: float,
+        normalize: bool,
+        reduction: str,
+        weight: Tensor | None,
+    ) -> Tensor:
+        alpha, beta, _, k = columns
+        zt = z.t()
+        log_p = torch.log_softmax(zt, 0)
+        loss = F.nll_loss(log_p.t(), target, weight=weight, reduction=reduction)
+        zmax = zt.amax(dim=0, keepdim=True)
+        u = torch.addcmul(alpha, torch.sub(zmax, zt), beta).clamp_min_(0)  # sqrt(w) P'(h), (C, N)
+        n = zt.shape[1]
+        squares = u.square()
+        if reduction == "none":
+            loss.add_(squares.sum(dim=0)).sub_(k)
+        elif reduction == "mean":
+            loss.add_(squares.sum(), alpha=1.0 / n if n else math.nan).sub_(k)
+        else:
+            loss.add_(squares.sum()).sub_(k * n)
+        sample_weight = None if weight is None else weight.index_select(0, target)
+        ctx.save_for_backward(z, log_p, target, lam, r, u, zmax, weight, sample_weight)
+        ctx.options = (margin, normalize, reduction, columns[2])
+        return loss
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        z, log_p, target, lam, r, u, zmax, weight, sample_weight = ctx.saved_tensors
+        margin, normalize, reduction, q_col = ctx.options
+        nones = (None,) * 8
+        if not ctx.needs_input_grad[0]:
+            return (None, *nones)
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the plain expression
+            with torch.enable_grad():
+                loss = _cals_reference(z, target, lam, r, margin, "phr", normalize, reduction, weight)
+                (grad_z,) = torch.autograd.grad(loss, z, grad, create_graph=True)
+            return (grad_z, *nones)
+        zt = z.t()
+        n = zt.shape[1]
+        c_ce, c_pen = loss_coefficients(grad, reduction, n, sample_weight)  # (N, 1) or ()
+        if c_ce.ndim:
+            c_ce = c_ce.t()
+        if c_pen.ndim:
+            c_pen = c_pen.t()
+        grad_t = torch.exp(log_p).mul_(c_ce)
+        grad_t.scatter_add_(0, target.unsqueeze(0), c_ce.neg().expand(1, n))
+        q = u.mul(q_col).mul_(c_pen)  # k_i q: the gradient reaching d
+        grad_t.sub_(q)
+        at_max = torch.eq(zt, zmax)
+        grad_t.addcmul_(at_max, q.sum(dim=0, keepdim=True).div_(at_max.sum(dim=0, keepdim=True)))
+        return (grad_t.t(), *nones)
 
 
 def _check_vector(name: str, value: Tensor | float, num_classes: int) -> Tensor | float:

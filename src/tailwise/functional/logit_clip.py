@@ -29,6 +29,7 @@ so double backward gives exactly what the unfused computation gives.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -36,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tailwise._validation import check_in_choices, check_positive, describe
-from tailwise.functional._fused import _transposed
+from tailwise.functional._fused import _COMPOSITE_MAX_ELEMENTS, _transposed
 
 __all__ = ["LOGIT_CLIP_MODES", "clip_logits"]
 
@@ -312,22 +313,105 @@ class _ClipCrossEntropy(torch.autograd.Function):
         return (grad_z, *nones)
 
 
-def _clip_cross_entropy(
-    logits: Tensor, target: Tensor, tau: float, p: float, mode: str, weight: Tensor | None, reduction: str
-) -> Tensor | None:
-    """``F.cross_entropy(clip_logits(logits, tau, p, mode), target, weight, reduction=reduction)``, fused.
+def clip_cross_entropy_fn(
+    like: Tensor, tau: float, p: float, mode: str, weight: Tensor | None, reduction: str
+) -> Callable[[Tensor, Tensor], Tensor] | None:
+    """``F.cross_entropy(clip_logits(z, tau, p, mode), target, weight, reduction=reduction)``, fused,
+    as a prepared ``fn(z, target)`` for logits like ``like`` (same dtype, device and classes; any batch size).
 
     Arguments already checked: float32/float64 ``(N, C)`` logits with ``C > 0``, int64 labels in
-    range, ``weight`` in the logits' dtype and device. Returns ``None`` where the settings are outside
-    the fused kernel's range (see :func:`_clip`); the caller then composes the two steps.
+    range, ``weight`` in the logits' dtype and device. ``None`` where the settings are outside the fused kernel's range. Small inputs (float32 CPU logits
+    with fewer than 16 classes at any batch size, and at most ``2**15`` logits otherwise) compose
+    native operations (:func:`_clip_cross_entropy_composite`); larger ones run the fused function.
     """
     official = mode == "official"
     if tau < _MIN_OFFICIAL_TAU if official else tau > _MAX_CONTINUOUS_TAU:
         return None
-    if logits.requires_grad and torch.is_grad_enabled():
-        return _ClipCrossEntropy.apply(logits, target, tau, p, official, weight, reduction)
-    clipped = torch.mul(logits, _row_scales(logits, tau, p, official, False)[1])
-    return F.cross_entropy(clipped, target, weight=weight, reduction=reduction)
+    if _transposed(like) and _composite_path(like):
+        return _transposed_composite_fn(tau, p, official, weight, reduction)
+
+    def fn(z: Tensor, target: Tensor) -> Tensor:
+        if _composite_path(z):
+            return _clip_cross_entropy_composite(z, target, tau, p, official, weight, reduction, _transposed(z))
+        if z.requires_grad and torch.is_grad_enabled():
+            return _ClipCrossEntropy.apply(z, target, tau, p, official, weight, reduction)
+        clipped = torch.mul(z, _row_scales(z, tau, p, official, False)[1])
+        return F.cross_entropy(clipped, target, weight=weight, reduction=reduction)
+
+    return fn
+
+
+def _transposed_composite_fn(
+    tau: float, p: float, official: bool, weight: Tensor | None, reduction: str
+) -> Callable[[Tensor, Tensor], Tensor]:
+    """:func:`_clip_cross_entropy_composite` in the transposed layout, one function per clipping rule.
+
+    These run once per training step on small batches, where every Python call shows.
+    """
+    nll_loss, log_softmax, vector_norm = F.nll_loss, torch.log_softmax, torch.linalg.vector_norm
+    if official:
+
+        def official_fn(z: Tensor, target: Tensor) -> Tensor:
+            zt = z.t()
+            m = vector_norm(zt, ord=p, dim=0, keepdim=True) + _OFFICIAL_EPS
+            clipped = torch.where(m > tau, zt / m / tau, zt)
+            return nll_loss(log_softmax(clipped, 0).t(), target, weight=weight, reduction=reduction)
+
+        return official_fn
+    if tau == 1.0:
+
+        def unit_bound_fn(z: Tensor, target: Tensor) -> Tensor:
+            zt = z.t()
+            clipped = zt / vector_norm(zt, ord=p, dim=0, keepdim=True).clamp_min(1.0)
+            return nll_loss(log_softmax(clipped, 0).t(), target, weight=weight, reduction=reduction)
+
+        return unit_bound_fn
+    bound = 1.0 / tau
+
+    def continuous_fn(z: Tensor, target: Tensor) -> Tensor:
+        zt = z.t()
+        clipped = zt / (vector_norm(zt, ord=p, dim=0, keepdim=True).clamp_min(bound) * tau)
+        return nll_loss(log_softmax(clipped, 0).t(), target, weight=weight, reduction=reduction)
+
+    return continuous_fn
+
+
+def _composite_path(z: Tensor) -> bool:
+    """Whether :func:`clip_cross_entropy_fn` composes native operations for ``z`` (small inputs)."""
+    return _transposed(z) or z.numel() <= _COMPOSITE_MAX_ELEMENTS
+
+
+def _clip_cross_entropy_composite(
+    z: Tensor,
+    target: Tensor,
+    tau: float,
+    p: float,
+    official: bool,
+    weight: Tensor | None,
+    reduction: str,
+    transposed: bool,
+) -> Tensor:
+    r"""The clipped cross-entropy from native differentiable operations (the path for small inputs).
+
+    The Python backward of :class:`_ClipCrossEntropy` costs more than a few native backward nodes on
+    a small batch (see :mod:`tailwise.functional._fused`). The clipping is
+    :math:`z / \max(\lVert z\rVert, \delta) \cdot \delta`, which is :func:`_clip_reference`'s
+    :math:`z \min(1, \delta/\lVert z\rVert)` (both pass the gradient through the norm at the bound and
+    leave zero rows unchanged with a zero gradient through the norm); ``official`` is the reference's
+    expression. ``transposed`` (float32 CPU logits with fewer than 16 classes): computed in the
+    ``(C, N)`` layout.
+    """
+    zz, dim = (z.t(), 0) if transposed else (z, 1)
+    norms = torch.linalg.vector_norm(zz, ord=p, dim=dim, keepdim=True)
+    if official:
+        m = norms + _OFFICIAL_EPS
+        clipped = torch.where(m > tau, zz / m / tau, zz)
+    elif tau == 1.0:
+        clipped = zz / norms.clamp_min(1.0)
+    else:
+        clipped = zz / (norms.clamp_min(1.0 / tau) * tau)
+    log_p = torch.log_softmax(clipped, dim)
+    return F.nll_loss(log_p.t() if transposed else log_p, target, weight=weight, reduction=reduction)
 
 
 def _check_logits(logits: Tensor) -> None:

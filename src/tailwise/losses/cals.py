@@ -17,16 +17,19 @@ from torch import Tensor, nn
 from tailwise._validation import (
     check_finite,
     check_in_choices,
+    check_logits_target,
     check_positive,
     check_reduction,
     describe,
+    validation_enabled,
 )
 from tailwise.functional.cals import (
     CALS_PENALTIES,
-    _cals,
     cals_constraints,
+    cals_fn,
     cals_validation_stats,
 )
+from tailwise.functional.ce import _LOW_PRECISION
 from tailwise.registry import LOSSES
 
 __all__ = ["CALSLoss"]
@@ -168,7 +171,8 @@ class CALSLoss(nn.Module):
             if w.shape != (c,):
                 raise ValueError(f"weight must be a 1-D tensor with {c} entries (one per class); got {describe(weight)}")
         self.register_buffer("weight", w)
-        self._cache: dict = {}  # buffers cast to the logits' dtype (tailwise.functional._fused.cached_vector)
+        # (key, checked, fn, sources): the prepared loss, kept while the state is unchanged (see forward)
+        self._prepared_fn: tuple | None = None
 
     # ------------------------------------------------------------------ training
     def set_weight(self, weight: Tensor | Sequence[float] | None) -> None:
@@ -193,11 +197,33 @@ class CALSLoss(nn.Module):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Cross-entropy plus the CALS penalty at the current multipliers."""
-        # the buffers (constants during training) are cast, and the phr constants derived, once per change
-        return _cals(
-            logits, target, self.lambd, self.rho, self.margin, self.penalty, self.normalize, self.reduction,
-            self.weight, self._cache,
+        # cals_loss(logits, target, self.lambd, ...) with the same checks; the buffers (constants during
+        # training) are checked and cast, and the penalty's constants derived, once per change.
+        check_logits_target(logits, target)
+        z = logits.float() if logits.dtype in _LOW_PRECISION else logits
+        buffers = self._buffers
+        lambd, rho, weight = buffers["lambd"], buffers["rho"], buffers["weight"]
+        key = (
+            id(lambd),
+            lambd._version,
+            id(rho),
+            rho._version,
+            id(weight),
+            getattr(weight, "_version", None),
+            z.dtype,
+            z.device,
+            z.shape[1],
+            self.margin,
+            self.penalty,
+            self.normalize,
+            self.reduction,
         )
+        hit = self._prepared_fn
+        if hit is None or hit[0] != key or not (hit[1] or not validation_enabled()):
+            checked = validation_enabled()
+            fn = cals_fn(z, lambd, rho, self.margin, self.penalty, self.normalize, self.reduction, weight)
+            hit = self._prepared_fn = (key, checked, fn, (lambd, rho, weight))
+        return hit[2](z, target if target.dtype == torch.int64 else target.long())
 
     # ------------------------------------------------------------------ multiplier updates
     def reset_update_lambd(self, epoch: int) -> None:

@@ -21,8 +21,7 @@ from tailwise._validation import (
     describe,
     validation_enabled,
 )
-from tailwise.functional._fused import cached_derived
-from tailwise.functional.logit_clip import LOGIT_CLIP_MODES, _check_logits, _check_p, _clip, _clip_cross_entropy
+from tailwise.functional.logit_clip import LOGIT_CLIP_MODES, _check_logits, _check_p, _clip, clip_cross_entropy_fn
 from tailwise.losses.ce import CrossEntropyLoss
 from tailwise.registry import LOSSES
 
@@ -74,7 +73,8 @@ class LogitClipLoss(nn.Module):
             self.base_loss: nn.Module | Callable[..., Tensor] = base_loss
         else:
             self._base_fn = base_loss
-        self._cache: dict[str, tuple[Any, ...]] = {}  # the cross-entropy weight, checked and cast
+        # (key, checked, fn, sources): the prepared fused cross-entropy (see _fused_cross_entropy_fn)
+        self._prepared_fn: tuple[Any, ...] | None = None
 
     @property
     def base(self) -> nn.Module | Callable[..., Tensor]:
@@ -116,17 +116,19 @@ class LogitClipLoss(nn.Module):
     def forward(self, logits: Tensor, target: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         """``base_loss(clip(logits), target, *args, **kwargs)``."""
         if not args and not kwargs:
-            loss = self._fused_cross_entropy(logits, target)
-            if loss is not None:
-                return loss
+            fn = self._fused_cross_entropy_fn(logits, target)
+            if fn is not None:
+                return fn(logits, target if target.dtype == torch.int64 else target.long())
         return self.base(self.clip(logits), target, *args, **kwargs)
 
-    def _fused_cross_entropy(self, logits: Tensor, target: Tensor) -> Tensor | None:
-        """The fused clip + cross-entropy when the base allows it, else ``None``.
+    def _fused_cross_entropy_fn(self, logits: Tensor, target: Tensor) -> Callable[[Tensor, Tensor], Tensor] | None:
+        """The prepared fused clip + cross-entropy when the base and the inputs allow it, else ``None``.
 
         The checks are the base's, applied to the unclipped logits: clipping maps finite rows to
         finite rows and non-finite rows to non-finite rows, so they pass or fail together. On a
-        failure this returns ``None`` and the composed path raises the base loss's own error.
+        failure this returns ``None`` and the composed path raises the base loss's own error. The
+        checked weight and the prepared function are kept while the base, its weight and this
+        module's settings are unchanged (see :meth:`ClassWeightedLoss._prepared`).
         """
         base = self._modules.get("base_loss")
         if type(base) is not CrossEntropyLoss or base.label_smoothing != 0.0:
@@ -136,20 +138,31 @@ class LogitClipLoss(nn.Module):
                 return None  # soft targets
         except (TypeError, ValueError):
             return None
-        if logits.dtype not in _FUSED_DTYPES or logits.shape[1] == 0:
+        dtype, c = logits.dtype, logits.shape[1]
+        if dtype not in _FUSED_DTYPES or c == 0:
             return None
-        reduction = check_reduction(base.reduction)
-        weight = base._buffers.get("weight")
-        if weight is not None:
-            c = logits.shape[1]
-            key = (logits.dtype, logits.device, c, validation_enabled())
-            w = weight
-            weight = cached_derived(
-                self._cache, "weight", (w,), key, lambda: check_weight(w, c).to(device=key[1], dtype=key[0])
-            )
-        if target.dtype != torch.int64:
-            target = target.long()
-        return _clip_cross_entropy(logits, target, self._tau, self._p, self._mode, weight, reduction)
+        weight, reduction = base._buffers.get("weight"), base.reduction
+        key = (
+            id(base),
+            id(weight),
+            getattr(weight, "_version", None),
+            reduction,
+            dtype,
+            logits.device,
+            c,
+            self._tau,
+            self._p,
+            self._mode,
+        )
+        hit = self._prepared_fn
+        if hit is not None and hit[0] == key and (hit[1] or not validation_enabled()):
+            return hit[2]
+        checked = validation_enabled()
+        reduction = check_reduction(reduction)
+        w = None if weight is None else check_weight(weight, c).to(device=logits.device, dtype=dtype)
+        fn = clip_cross_entropy_fn(logits, self._tau, self._p, self._mode, w, reduction)
+        self._prepared_fn = (key, checked, fn, (base, weight))
+        return fn
 
     # Trainer hooks, forwarded to the base loss when it has them.
     def set_epoch(self, epoch: int) -> None:
