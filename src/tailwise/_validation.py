@@ -300,8 +300,11 @@ def check_logits_target(
             raise TypeError(f"{target_name} must hold integer class indices; got dtype {target.dtype}")
         if target.ndim != 1 or target.shape[0] != n:
             raise ValueError(f"{target_name} must have shape ({n},) to match {logits_name} {tuple(logits.shape)}; got shape {tuple(target.shape)}")
-        if _VALUE_CHECKS and n > 0 and label_range:
-            check_label_range(target, c, target_name)
+        if _VALUE_CHECKS and n > 0 and label_range:  # check_label_range, inline
+            lo_t, hi_t = torch.aminmax(target)
+            lo, hi = int(lo_t), int(hi_t)
+            if lo < 0 or hi >= c:
+                check_label_range(target, c, target_name)
     if _VALUE_CHECKS:
         # check_finite(logits_name, logits), its common case inline
         x = logits.detach()

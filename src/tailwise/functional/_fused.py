@@ -266,9 +266,14 @@ def adjusted_cross_entropy_fn(
         weight: ``(C,)`` class weights in ``like``'s dtype (weighted mean for ``"mean"``).
         reduction: ``"none" | "mean" | "sum"`` (already validated).
 
+    The per-class tensors are constants: they are detached, so no gradient flows into them on any path.
+
     Returns:
         ``fn(z, target)``: the loss of validated ``(N, C)`` logits ``z`` and ``(N,)`` int64 labels.
     """
+    multiplier, offset, class_shift, weight = (
+        None if t is None else t.detach() for t in (multiplier, offset, class_shift, weight)
+    )
     if _transposed(like):
         return _transposed_composite_fn(scale, multiplier, offset, class_shift, weight, reduction)
 

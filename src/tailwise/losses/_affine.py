@@ -15,7 +15,8 @@ class AffineAdjustedLoss(ClassWeightedLoss):
     """A class-weighted loss of per-class affinely adjusted logits.
 
     Subclasses register the adjustment buffers and name them in ``_multiplier_buffer`` and
-    ``_offset_buffer`` (``None``: no such term).
+    ``_offset_buffer`` (``None``: no such term); a buffer whose entries are all the identity (1 for the
+    multiplier, 0 for the offset) is skipped.
     """
 
     _multiplier_buffer: str | None = None
@@ -54,6 +55,20 @@ class AffineAdjustedLoss(ClassWeightedLoss):
             fn = hit[2]
         else:
             fn = self._prepared(
-                key, (multiplier, offset, weight), lambda: affine_fn(z, multiplier, offset, weight, reduction)
+                key,
+                (multiplier, offset, weight),
+                lambda: affine_fn(z, _unless_all(multiplier, 1.0), _unless_all(offset, 0.0), weight, reduction),
             )
         return fn(z, target if target.dtype == torch.int64 else target.long())
+
+
+def _unless_all(vec: Tensor | None, value: float) -> Tensor | None:
+    """``None`` when every entry of ``vec`` equals ``value`` (a term that changes nothing), else ``vec``.
+
+    VS with ``gamma = 0`` has multipliers of exactly 1 and LA offsets ``tau * log(prior)``; skipping an
+    identity term saves an operation per call, and deciding from the buffer (once per change) keeps the
+    loss following its buffers after ``load_state_dict`` or in-place edits.
+    """
+    if vec is None or vec.numel() == 0 or not bool((vec == value).all()):
+        return vec
+    return None

@@ -51,7 +51,8 @@ class ClassWeightedLoss(nn.Module):
         cache keeps ``sources`` referenced, so their ids stay theirs; the checks inside ``build`` thus run
         again after any change (in-place writes, ``load_state_dict``, ``.to()``, ``set_weight``,
         reassigned attributes) and raise exactly when the uncached code would. A value built while value
-        checks were off is rebuilt once they are on. A forward reads the cache itself first::
+        checks were off is rebuilt once they are on. Writes through ``.data`` bypass the version counter,
+        as they bypass autograd, and are not seen: change buffers in place under ``torch.no_grad()``. A forward reads the cache itself first::
 
             hit = self._constants_cache
             value = hit[2] if hit is not None and hit[0] == key and hit[1] else self._prepared(key, sources, build)

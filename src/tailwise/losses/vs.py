@@ -38,6 +38,8 @@ class VSLoss(AffineAdjustedLoss):
     class_counts: Tensor
     delta: Tensor
     iota: Tensor
+    _multiplier_buffer = "delta"
+    _offset_buffer = "iota"
 
     def __init__(
         self,
@@ -56,9 +58,6 @@ class VSLoss(AffineAdjustedLoss):
         self.register_buffer("delta", delta)
         self.register_buffer("iota", iota)
         self.set_weight(weight)
-        # gamma = 0 makes every multiplier exactly 1 and tau = 0 every offset exactly 0: skip those terms
-        self._multiplier_buffer = None if self.gamma == 0.0 else "delta"
-        self._offset_buffer = None if self.tau == 0.0 else "iota"
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, gamma={self.gamma}, tau={self.tau}, " + super().extra_repr()
