@@ -122,9 +122,10 @@ def test_module_equals_functional_and_reductions() -> None:
     torch.testing.assert_close(total, F.cross_entropy(z, y, reduction="sum") + pen.sum())
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("ties", [False, True])
 @pytest.mark.parametrize("penalty", ["phr", "relu"])
-def test_large_batch_matches_plain_autograd(ties: bool, penalty: str) -> None:
+def test_large_batch_matches_plain_autograd(ties: bool, penalty: str, reduction: str) -> None:
     # 1024 x 100 logits take the large-batch path (maximum with its index and one tie scan); ties in the
     # row maximum must share amax's gradient evenly, as plain autograd does.
     g = torch.Generator().manual_seed(3)
@@ -138,11 +139,15 @@ def test_large_batch_matches_plain_autograd(ties: bool, penalty: str) -> None:
     w = torch.rand(100, dtype=torch.float64, generator=g) + 0.5
     a = z.clone().requires_grad_(True)
     b = z.clone().requires_grad_(True)
-    fused = cals_loss(a, y, lam, rho, margin=3.0, penalty=penalty, weight=w)
-    plain = F.cross_entropy(b, y, weight=w) + cals_penalty(b, lam, rho, 3.0, penalty).mean()
+    fused = cals_loss(a, y, lam, rho, margin=3.0, penalty=penalty, weight=w, reduction=reduction)
+    plain = F.cross_entropy(b, y, weight=w, reduction=reduction) + cals_penalty(b, lam, rho, 3.0, penalty, reduction=reduction)
     torch.testing.assert_close(fused, plain)
-    fused.backward()
-    plain.backward()
+    upstream = torch.rand(1024, dtype=torch.float64, generator=g) if reduction == "none" else torch.tensor(0.7, dtype=torch.float64)
+    fused.backward(upstream, retain_graph=True)
+    plain.backward(upstream)
+    torch.testing.assert_close(a.grad, b.grad)
+    a.grad = None
+    fused.backward(upstream)  # a second backward through the saved tensors gives the same gradient
     torch.testing.assert_close(a.grad, b.grad)
 
 

@@ -287,14 +287,8 @@ def cals_fn(
         return other_fn
     consts = _phr_constants(lam, r, margin, normalize, num_classes)
     if _transposed(like):
-        alpha, beta, pen_w, k = consts
-        root_w = pen_w.sqrt()  # scales P' so that the penalty is a plain sum of squares
-        columns = (
-            (alpha * root_w).reshape(-1, 1),
-            (beta * root_w).reshape(-1, 1),
-            (2 * root_w * beta).reshape(-1, 1),
-            float(k),
-        )
+        alpha, beta, q, k = consts
+        columns = (alpha.reshape(-1, 1), beta.reshape(-1, 1), q.reshape(-1, 1), float(k))
 
         def transposed_fn(z: Tensor, target: Tensor) -> Tensor:
             return _CALSPhrTransposed.apply(z, target, lam, r, columns, margin, normalize, reduction, w)
@@ -310,16 +304,22 @@ def cals_fn(
 def _phr_constants(lam: Tensor, r: Tensor, margin: float, normalize: bool, c: int) -> tuple[Tensor, ...]:
     r"""Per-class constants of the fused ``phr`` penalty.
 
-    :math:`\lambda + \rho h = \alpha + \beta d` with :math:`d = \max_k z_k - z`, and the
-    per-sample penalty :math:`\frac1C\sum_j (P'_j{}^2 - \lambda_j^2)/(2\rho_j) = \sum_j P'_j{}^2 w_j - k`.
-    Returns ``(alpha, beta, w, k)``.
+    :math:`\lambda + \rho h = \alpha + \beta d` with :math:`d = \max_k z_k - z`, and the per-sample
+    penalty :math:`\frac1C\sum_j (P'_j{}^2 - \lambda_j^2)/(2\rho_j) = \sum_j w_j P'_j{}^2 - k` with
+    :math:`w_j = 1/(2\rho_j C)`. The kernels keep :math:`u = \sqrt{w}\,P' = \max(0, \sqrt{w}\alpha +
+    \sqrt{w}\beta d)`, whose penalty is the plain sum of squares :math:`\lVert u\rVert^2 - k` (one
+    reduction), and whose gradient reaching :math:`d_j` is :math:`q_j u_j` with
+    :math:`q = 2\sqrt{w}\beta` (that is :math:`P'_j/(C m)`, :math:`P'_j/C` without normalisation).
+    Returns ``(sqrt(w) alpha, sqrt(w) beta, q, k)``, each ``(C,)`` but ``k``.
     """
     if normalize:
         alpha, beta = lam - r, r / margin
     else:
         alpha, beta = lam - r * margin, r
     w = torch.reciprocal(r * (2 * c)).expand(c).contiguous()
-    return alpha, beta, w, torch.dot((lam * lam).expand(c), w)
+    root_w = w.sqrt()
+    k = torch.dot((lam * lam).expand(c), w)
+    return alpha * root_w, beta * root_w, 2 * root_w * beta, k
 
 
 def _cals_reference(
@@ -401,12 +401,10 @@ class _CALSLoss(torch.autograd.Function):
             zmax = z.amax(dim=-1, keepdim=True)
             d = torch.sub(zmax, z)
             at_max = torch.eq(z, zmax, out=torch.empty_like(d))  # as 0/1 in the logits' dtype
-        if consts is not None:  # phr
-            alpha, beta, w, k = consts
-            # P'(h) = max(0, lam + rho h) = max(0, alpha + beta d), in place in d
+        if consts is not None:  # phr: u = sqrt(w) P'(h) in place in d, penalty ||u||^2 - k
+            alpha, beta, _, k = consts
             deriv = torch.addcmul(alpha, d, beta, out=d).clamp_min_(0)
-            # mean_j P(h_j) = mean_j (max(0, a_j)^2 - lam_j^2) / (2 rho_j) = sum_j P'_j^2 w_j - k
-            pen = torch.mv(deriv.square(), w).sub_(k)
+            pen = torch.linalg.vector_norm(deriv, dim=1).square_().sub_(k)
         else:
             h = d.sub_(margin)
             if normalize:
@@ -415,13 +413,13 @@ class _CALSLoss(torch.autograd.Function):
             pen = value.mean(dim=-1)
         sample_weight = None if weight is None else weight.index_select(0, target)
         ctx.save_for_backward(z, log_p, target, lam, r, deriv, weight, sample_weight, at_max, arg_max)
-        ctx.options = (margin, penalty, normalize, reduction)
+        ctx.options = (margin, penalty, normalize, reduction, None if consts is None else consts[2])
         return reduce_loss(ce, reduction, sample_weight) + reduce_loss(pen, reduction)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         z, log_p, target, lam, r, deriv, weight, sample_weight, at_max, arg_max = ctx.saved_tensors
-        margin, penalty, normalize, reduction = ctx.options
+        margin, penalty, normalize, reduction, q = ctx.options
         nones = (None,) * 9
         if not ctx.needs_input_grad[0]:
             return (None, *nones)
@@ -433,13 +431,23 @@ class _CALSLoss(torch.autograd.Function):
         n, c = z.shape
         # gradients reaching each sample's CE term (c_ce) and penalty term (c_pen), shape (N, 1) or ()
         c_ce, c_pen = loss_coefficients(grad, reduction, n, sample_weight)
-        k = c_pen / (c * margin) if normalize else c_pen / c
         grad_z = softmax_like(log_p, z)
         grad_z.mul_(c_ce)
         grad_z.scatter_add_(1, target.unsqueeze(1), c_ce.neg().expand(n, 1))
-        # the penalty through h: -k P'(h), and amax's share of k * sum_j P'(h_ij) at the maxima
-        grad_z.addcmul_(deriv, k, value=-1)
-        share = deriv.sum(dim=1, keepdim=True).mul_(k)
+        # the penalty through d: -g, and amax's share of sum_j g_ij at the maxima, where g is the
+        # gradient reaching d: c_pen P'(h) / (C m) (/ C without normalisation); for phr c_pen q u
+        if q is None:
+            k = c_pen / (c * margin) if normalize else c_pen / c
+            grad_z.addcmul_(deriv, k, value=-1)
+            share = deriv.sum(dim=1, keepdim=True).mul_(k)
+        elif c_pen.ndim == 0:
+            coef = q * c_pen
+            grad_z.addcmul_(deriv, coef, value=-1)
+            share = torch.mv(deriv, coef).unsqueeze_(1)
+        else:
+            g_d = deriv.mul(q)  # deriv is saved: a second backward (retain_graph) reads it again
+            grad_z.addcmul_(g_d, c_pen, value=-1)
+            share = g_d.sum(dim=1, keepdim=True).mul_(c_pen)
         if at_max is None:
             grad_z.scatter_add_(1, arg_max, share)
         else:
