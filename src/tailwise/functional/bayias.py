@@ -22,11 +22,16 @@ import torch
 from torch import Tensor
 
 from tailwise._validation import check_class_counts, check_logits_target
-from tailwise.functional.vs import _affine_cross_entropy, _log_priors
+from tailwise.functional._prepared import PreparedLosses
+from tailwise.functional.ce import _compute_logits
+from tailwise.functional.vs import _log_priors, affine_fn
 
 __all__ = ["bayias_loss", "bayias_offset"]
 
 CountsLike = Sequence[float] | Tensor | np.ndarray
+
+# prepared losses of repeated calls with the same tensor arguments (see tailwise.functional._prepared)
+_PREPARED = PreparedLosses()
 
 
 def bayias_offset(class_counts: CountsLike, target_prior: CountsLike | None = None) -> Tensor:
@@ -76,7 +81,13 @@ def bayias_loss(
     Returns:
         The reduced loss (float32 for half/bfloat16 logits).
     """
+    key = _PREPARED.key("bayias", logits, class_counts, target_prior, weight, reduction)
+    fn = _PREPARED.get(key)
     check_logits_target(logits, target)
-    counts = check_class_counts(class_counts, num_classes=logits.shape[1])
-    offset = _offset_from_counts(counts, target_prior)
-    return _affine_cross_entropy(logits, target, None, offset, weight, reduction, checked=True)
+    z = _compute_logits(logits)
+    if fn is None:
+        counts = check_class_counts(class_counts, num_classes=logits.shape[1])
+        offset = _offset_from_counts(counts, target_prior)
+        fn = affine_fn(z, None, offset, weight, reduction)
+        _PREPARED.put(key, fn, (class_counts, target_prior, weight))
+    return fn(z, target.long())

@@ -35,6 +35,7 @@ from torch import Tensor
 
 from tailwise._validation import check_in_choices, check_logits_target, check_positive, check_reduction, check_weight
 from tailwise.functional._fused import _transposed, log_softmax_rows, loss_coefficients, softmax_like
+from tailwise.functional._prepared import PreparedLosses
 from tailwise.functional._reduce import reduce_loss
 from tailwise.functional.ce import _compute_logits
 
@@ -51,6 +52,9 @@ __all__ = [
 ]
 
 PenaltyFn = Callable[[Tensor, Tensor | float, Tensor | float], tuple[Tensor, Tensor]]
+
+# prepared losses of repeated calls with the same tensor arguments (see tailwise.functional._prepared)
+_PREPARED = PreparedLosses()
 
 
 def _as_like(value: Tensor | float, ref: Tensor) -> Tensor:
@@ -246,9 +250,14 @@ def _cals(
     weight: Tensor | None,
 ) -> Tensor:
     """:func:`cals_loss`: the checks, then the prepared loss (:func:`cals_fn`)."""
+    key = _PREPARED.key("cals", logits, lambd, rho, margin, penalty, normalize, reduction, weight)
+    fn = _PREPARED.get(key)
     check_logits_target(logits, target)
     z = _compute_logits(logits)
-    return cals_fn(z, lambd, rho, margin, penalty, normalize, reduction, weight)(z, target.long())
+    if fn is None:
+        fn = cals_fn(z, lambd, rho, margin, penalty, normalize, reduction, weight)
+        _PREPARED.put(key, fn, (lambd, rho, weight))
+    return fn(z, target.long())
 
 
 def cals_fn(

@@ -33,11 +33,15 @@ from tailwise._validation import (
     describe,
 )
 from tailwise.functional._fused import AdjustedCrossEntropyFn, adjusted_cross_entropy_fn
+from tailwise.functional._prepared import PreparedLosses
 from tailwise.functional.ce import _compute_logits
 
 __all__ = ["ldam_loss", "ldam_margins"]
 
 CountsLike = Sequence[float] | Tensor | np.ndarray
+
+# prepared losses of repeated calls with the same tensor arguments (see tailwise.functional._prepared)
+_PREPARED = PreparedLosses()
 
 
 def ldam_margins(class_counts: CountsLike, max_margin: float = 0.5) -> Tensor:
@@ -97,7 +101,12 @@ def ldam_loss(
         ValueError: both or neither of ``class_counts`` / ``margins``; counts or margins of the wrong
             length; zero counts; bad logits, labels, ``scale`` or ``reduction``.
     """
+    key = _PREPARED.key("ldam", logits, class_counts, margins, max_margin, scale, weight, reduction)
+    fn = _PREPARED.get(key)
     check_logits_target(logits, target)
+    if fn is not None:  # the same arguments as an earlier call: only the logits and labels are new
+        z = _compute_logits(logits)
+        return fn(z, target.long())
     check_reduction(reduction)
     num_classes = logits.shape[1]
     if (class_counts is None) == (margins is None):
@@ -110,22 +119,12 @@ def ldam_loss(
         margins = _margins_from_counts(counts, check_positive("max_margin", max_margin, allow_zero=True))
     else:
         margins = check_weight(margins, num_classes, name="margins")
-    scale = check_positive("scale", scale)
-    weight = check_weight(weight, num_classes)
-    return _ldam_checked(logits, target, margins, scale, weight, reduction)
-
-
-def _ldam_checked(
-    logits: Tensor,
-    target: Tensor,
-    margins: Tensor,
-    scale: float,
-    weight: Tensor | None,
-    reduction: str,
-) -> Tensor:
-    """LDAM loss of validated arguments."""
+    checked_scale = check_positive("scale", scale)
+    checked_weight = check_weight(weight, num_classes)
     z = _compute_logits(logits)
-    return ldam_fn(z, margins, scale, weight, reduction)(z, target.long())
+    fn = ldam_fn(z, margins, checked_scale, checked_weight, reduction)
+    _PREPARED.put(key, fn, (class_counts, margins, weight))
+    return fn(z, target.long())
 
 
 def ldam_fn(z: Tensor, margins: Tensor, scale: float, weight: Tensor | None, reduction: str) -> AdjustedCrossEntropyFn:

@@ -38,11 +38,15 @@ from tailwise._validation import (
 )
 from tailwise.class_counts import class_priors
 from tailwise.functional._fused import AdjustedCrossEntropyFn, adjusted_cross_entropy_fn
+from tailwise.functional._prepared import PreparedLosses
 from tailwise.functional.ce import _compute_logits
 
 __all__ = ["cdt_loss", "logit_adjusted_loss", "vs_adjustments", "vs_loss"]
 
 CountsLike = Sequence[float] | Tensor | np.ndarray
+
+# prepared losses of repeated calls with the same tensor arguments (see tailwise.functional._prepared)
+_PREPARED = PreparedLosses()
 
 
 def vs_adjustments(class_counts: CountsLike, gamma: float = 0.2, tau: float = 1.2) -> tuple[Tensor, Tensor]:
@@ -148,6 +152,12 @@ def vs_loss(
     Returns:
         The reduced loss (float32 for half/bfloat16 logits).
     """
+    key = _PREPARED.key("vs", logits, class_counts, gamma, tau, weight, reduction)
+    fn = _PREPARED.get(key)
+    if fn is not None:  # the same arguments as an earlier call: only the logits and labels are new
+        check_logits_target(logits, target)
+        z = _compute_logits(logits)
+        return fn(z, target.long())
     num_classes = logits.shape[1] if isinstance(logits, Tensor) and logits.ndim == 2 else None
     counts, _, max_count = _check_class_counts_range(class_counts, num_classes=num_classes)
     gamma = check_positive("gamma", gamma, allow_zero=True)
@@ -156,7 +166,11 @@ def vs_loss(
     # tau = 0 every offset exactly 0, so those terms are skipped.
     delta = None if gamma == 0.0 else torch.div(counts, max_count).pow_(gamma)
     iota = None if tau == 0.0 else _log_priors(counts).mul_(tau)
-    return _affine_cross_entropy(logits, target, delta, iota, weight, reduction)
+    check_logits_target(logits, target)
+    z = _compute_logits(logits)
+    fn = affine_fn(z, delta, iota, weight, reduction)
+    _PREPARED.put(key, fn, (class_counts, weight))
+    return fn(z, target.long())
 
 
 def logit_adjusted_loss(
