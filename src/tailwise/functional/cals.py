@@ -524,6 +524,14 @@ class _CALSPhrTransposed(torch.autograd.Function):
             return (grad_z, *nones)
         zt = z.t()
         n = zt.shape[1]
+        at_max = torch.eq(zt, zmax)
+        if weight is None and reduction != "none":
+            # one coefficient c for both terms: c (softmax - e_y - q + [d = 0] sum_j q_j / #{d = 0})
+            grad_t = torch.exp(log_p).scatter_(0, target.unsqueeze(0), -1.0, reduce="add")
+            q = u.mul(q_col)
+            grad_t.sub_(q).addcmul_(at_max, q.sum(dim=0, keepdim=True).div_(at_max.sum(dim=0, keepdim=True)))
+            c = grad if reduction == "sum" else grad / n if n else grad * math.nan
+            return (grad_t.mul_(c).t(), *nones)
         c_ce, c_pen = loss_coefficients(grad, reduction, n, sample_weight)  # (N, 1) or ()
         if c_ce.ndim:
             c_ce = c_ce.t()
@@ -533,7 +541,6 @@ class _CALSPhrTransposed(torch.autograd.Function):
         grad_t.scatter_add_(0, target.unsqueeze(0), c_ce.neg().expand(1, n))
         q = u.mul(q_col).mul_(c_pen)  # k_i q: the gradient reaching d
         grad_t.sub_(q)
-        at_max = torch.eq(zt, zmax)
         grad_t.addcmul_(at_max, q.sum(dim=0, keepdim=True).div_(at_max.sum(dim=0, keepdim=True)))
         return (grad_t.t(), *nones)
 
