@@ -149,6 +149,7 @@ def build_variants(c: int, counts: Tensor, modules: list[str]) -> list[Variant]:
         ("label_smoothing_loss", "label_smoothing_loss", lambda z, y: TF.label_smoothing_loss(z, y)),
         ("mbls_loss", "mbls_loss", lambda z, y: TF.mbls_loss(z, y)),
         ("weighted_cross_entropy", "weighted_cross_entropy", lambda z, y: TF.weighted_cross_entropy(z, y, counts)),
+        ("logit_clip_loss", "logit_clip_loss", lambda z, y: TF.logit_clip_loss(z, y, 1.0)),
         ("clip_logits + cross_entropy", "clip_logits", lambda z, y: TF.cross_entropy(TF.clip_logits(z, 1.0), y)),
     ]
     for label, family, fn in functional:
@@ -368,7 +369,8 @@ defaults, except `alpha` with alpha = 0.8 (the class-imbalance regime; alpha = 1
 Registered aliases timed once: {", ".join(alias_lines) or "none"}.
 Not timed (not called as `loss(logits, target)`): {", ".join(f"`{k}` ({r})" for k, r in sorted(skipped.items()))}.
 `absgd` (default base `ce`, lam 5, from epoch 0) has no module-free form and updates its state on every
-call; `logit_clip`'s module-free form is `clip_logits` followed by `cross_entropy`.
+call; `logit_clip`'s module-free form is `logit_clip_loss` (one kernel); `clip_logits` followed by
+`cross_entropy`, the composition it equals, is timed as well.
 
 Notes. Value checks on a CPU tensor need no device synchronisation: labels cost one `aminmax`, finite
 logits one sum (a finite sum proves every element finite; only a non-finite sum runs the element-wise

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import tailwise.functional as TF
 import tailwise.functional.logit_clip as logit_clip_module
 from tailwise import validation_disabled
 from tailwise.functional import alpha_loss, clip_logits
@@ -362,3 +363,61 @@ def test_module_settings_are_checked_when_set() -> None:
         loss.p = 0.5
     with pytest.raises(ValueError, match="mode must be one of"):
         loss.mode = "paper"
+
+
+# ----------------------------------------------------------------------------- functional twin
+@pytest.mark.parametrize("path", sorted(CLIP_CE_PATHS))
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize(("dtype", "c"), [(torch.float64, 6), (torch.float32, 6)])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("p", [2.0, math.inf])
+def test_logit_clip_loss_equals_module_and_composition(
+    p: float, mode: str, dtype: torch.dtype, c: int, weighted: bool, reduction: str, path: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(logit_clip_module, "_composite_path", lambda z: path == "composite")
+    logit_clip_module._PREPARED.clear()
+    z = _mixed_rows(p, dtype, c)
+    y = torch.randint(c, (z.shape[0],), generator=torch.Generator().manual_seed(8))
+    weight = torch.rand(c, generator=torch.Generator().manual_seed(9), dtype=torch.float64) + 0.5 if weighted else None
+    upstream = torch.rand(z.shape[0], dtype=dtype) if reduction == "none" else torch.tensor(0.9, dtype=dtype)
+    w = None if weight is None else weight.to(dtype)
+    functional = _value_and_grad(lambda x: TF.logit_clip_loss(x, y, BOUND_TAU, p, mode, weight, reduction), z, upstream)
+    module = LogitClipLoss(CrossEntropyLoss(weight=weight, reduction=reduction), tau=BOUND_TAU, p=p, mode=mode)
+    twin = _value_and_grad(lambda x: module(x, y), z, upstream)
+    composed = _value_and_grad(
+        lambda x: F.cross_entropy(_clip_reference(x, BOUND_TAU, p, mode), y, weight=w, reduction=reduction), z, upstream
+    )
+    tol = {"rtol": 1e-12, "atol": 1e-14} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-6}
+    for got in (functional, twin):
+        torch.testing.assert_close(got[0], composed[0], **tol)
+        torch.testing.assert_close(got[1], composed[1], **tol)
+    # a second call reuses the prepared loss and still follows an in-place change of the weight
+    if weight is not None:
+        weight.mul_(2.0)
+        again = TF.logit_clip_loss(z, y, BOUND_TAU, p, mode, weight, reduction)
+        ref = F.cross_entropy(_clip_reference(z, BOUND_TAU, p, mode), y, weight=weight.to(dtype), reduction=reduction)
+        torch.testing.assert_close(again, ref, **tol)
+
+
+def test_logit_clip_loss_gradcheck_fallback_and_errors() -> None:
+    z = _rows_with_norms([0.2, 0.6, 3.0, 9.0], c=5, p=2.0).requires_grad_(True)
+    y = torch.tensor([0, 1, 2, 3])
+    w = torch.tensor([1.0, 2.0, 0.5, 1.0, 3.0], dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda x: TF.logit_clip_loss(x, y, 0.8, weight=w), (z,))
+    assert torch.autograd.gradgradcheck(lambda x: TF.logit_clip_loss(x, y, 0.8, weight=w), (z,))
+    # an extreme tau is outside the fused kernel's range: the plain composition gives the loss
+    big = 1e13
+    torch.testing.assert_close(
+        TF.logit_clip_loss(z, y, big), F.cross_entropy(_clip_reference(z, big, 2.0, "continuous"), y)
+    )
+    assert TF.logit_clip_loss(z.detach().half(), y).dtype == torch.float32
+    with pytest.raises(ValueError, match="tau must be a finite number > 0"):
+        TF.logit_clip_loss(z, y, 0.0)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        TF.logit_clip_loss(z, y, mode="clamp")
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\]"):
+        TF.logit_clip_loss(z, torch.tensor([0, 1, 2, 5]))
+    with pytest.raises(ValueError, match="weight must be a 1-D tensor with 5 entries"):
+        TF.logit_clip_loss(z, y, weight=torch.ones(4))

@@ -36,12 +36,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tailwise._validation import check_in_choices, check_positive, describe
+from tailwise._validation import (
+    check_in_choices,
+    check_logits_target,
+    check_positive,
+    check_reduction,
+    check_weight,
+    describe,
+)
 from tailwise.functional._fused import _COMPOSITE_MAX_ELEMENTS, _transposed
+from tailwise.functional._prepared import PreparedLosses
 
-__all__ = ["LOGIT_CLIP_MODES", "clip_logits"]
+__all__ = ["LOGIT_CLIP_MODES", "clip_logits", "logit_clip_loss"]
 
 LOGIT_CLIP_MODES = ("continuous", "official")
+
+# prepared losses of repeated calls with the same settings (see tailwise.functional._prepared)
+_PREPARED = PreparedLosses()
 
 # The official code adds this constant to the norm before comparing and dividing.
 _OFFICIAL_EPS = 1e-7
@@ -477,3 +488,51 @@ def clip_logits(logits: Tensor, tau: float, p: float = 2, mode: str = "continuou
     p = _check_p(p)
     check_in_choices("mode", mode, LOGIT_CLIP_MODES)
     return _clip(logits, tau, p, mode)
+
+
+def logit_clip_loss(
+    logits: Tensor,
+    target: Tensor,
+    tau: float = 1.0,
+    p: float = 2,
+    mode: str = "continuous",
+    weight: Tensor | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Cross-entropy of norm-clipped logits, :math:`\mathrm{CE}(\mathrm{clip}_{\tau,p}(z), y)`, fused.
+
+    The functional twin of ``LogitClipLoss(CrossEntropyLoss(weight=weight, reduction=reduction), tau,
+    p, mode)``: the value and gradient of ``F.cross_entropy(clip_logits(logits, tau, p, mode), target,
+    weight=weight, reduction=reduction)`` up to rounding, in one kernel (see :func:`clip_logits` for
+    the two clipping rules). Repeated calls with the same settings and weight tensor reuse the
+    checked constants (see :mod:`tailwise.functional._prepared`).
+
+    Args:
+        logits: ``[N, C]`` floating-point logits (half/bfloat16 are computed in float32).
+        target: ``[N]`` integer class indices.
+        tau: the temperature :math:`\tau > 0`; the bound on the norm is :math:`1/\tau`.
+        p: norm order, ``>= 1`` or ``math.inf``.
+        mode: ``"continuous"`` or ``"official"``.
+        weight: optional ``[C]`` class weights of the cross-entropy (weighted mean for ``"mean"``).
+        reduction: ``"none" | "mean" | "sum"``.
+
+    Returns:
+        The reduced loss (float32 for half/bfloat16 logits).
+    """
+    key = _PREPARED.key("logit_clip", logits, tau, p, mode, weight, reduction)
+    fn = _PREPARED.get(key)
+    check_logits_target(logits, target)
+    z = logits.float() if logits.dtype in _LOW_PRECISION else logits
+    if fn is None:
+        tau = check_positive("tau", tau)
+        p = _check_p(p)
+        check_in_choices("mode", mode, LOGIT_CLIP_MODES)
+        check_reduction(reduction)
+        c = z.shape[1]
+        w = check_weight(weight, c)
+        w = None if w is None else w.to(device=z.device, dtype=z.dtype)
+        fn = None if c == 0 else clip_cross_entropy_fn(z, tau, p, mode, w, reduction)
+        if fn is None:  # settings outside the fused kernel's range, or no classes: compose
+            return F.cross_entropy(_clip(z, tau, p, mode), target.long(), weight=w, reduction=reduction)
+        _PREPARED.put(key, fn, (weight,))
+    return fn(z, target.long())

@@ -46,7 +46,8 @@ class LogitClipLoss(nn.Module):
     When the base is tailwise's :class:`~tailwise.losses.CrossEntropyLoss` without label smoothing
     (the registry default ``base="ce"``), float32/float64 logits with class-index targets are clipped
     and scored in one fused kernel with the analytic gradient (same value and gradient up to
-    rounding, same argument checks and errors); other bases get the clipped logits.
+    rounding, same argument checks and errors; its functional twin is
+    :func:`tailwise.functional.logit_clip_loss`); other bases get the clipped logits.
 
     Args:
         base_loss: the loss applied to the clipped logits (module or callable).
