@@ -374,7 +374,14 @@ call; `logit_clip`'s module-free form is `logit_clip_loss` (one kernel); `clip_l
 
 Notes. Value checks on a CPU tensor need no device synchronisation: labels cost one `aminmax`, finite
 logits one sum (a finite sum proves every element finite; only a non-finite sum runs the element-wise
-check); on the GPU each check is a synchronisation. With
+check); on the GPU each check is a synchronisation. At C=10 `F.cross_entropy` runs PyTorch's CPU
+log-softmax on rows shorter than a vector register, a slow scalar path; tailwise's kernels for float32
+CPU logits with fewer than 16 classes compute it in the transposed (C, N) layout, vectorised over the
+samples, and compose native operations on small inputs (see `tailwise.functional._fused`). The
+functional forms are called with the same class-count, margin and multiplier tensors in every call, so
+after the first call they reuse their prepared constants (`tailwise.functional._prepared`), as a
+training loop that passes the same tensors does; called with a list or a new tensor each time they
+derive the constants on every call. With
 `--logits randn`, LDAM multiplies standard-normal logits by its scale 30, most softmax terms underflow to
 float32 subnormals and x86 handles those slowly (an order of magnitude slower in a spot check here; the
 same happens to `F.cross_entropy(30 * logits)`, and `torch.set_flush_denormal(True)` removes it): an
