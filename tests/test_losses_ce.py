@@ -98,3 +98,28 @@ def test_bad_inputs() -> None:
         cross_entropy(z, y, label_smoothing=1.5)
     with pytest.raises(TypeError, match="target must hold integer class indices"):
         cross_entropy(z, y.to(torch.bool))
+
+
+@pytest.mark.parametrize("n", [0, 1, 300])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_few_classes_float32_path_equals_torch(weighted: bool, reduction: str, n: int) -> None:
+    # float32 CPU logits with fewer than 16 classes take the transposed log-softmax; value and gradient
+    # are F.cross_entropy's up to rounding (a NaN mean for an empty batch included)
+    g = torch.Generator().manual_seed(11)
+    z = torch.randn(n, 7, generator=g) * 4
+    y = torch.randint(7, (n,), generator=g)
+    w = torch.rand(7, generator=g) + 0.5 if weighted else None
+    upstream = torch.rand(n, generator=g) if reduction == "none" else torch.tensor(1.4)
+    a = z.clone().requires_grad_(True)
+    b = z.clone().requires_grad_(True)
+    out = cross_entropy(a, y, weight=w, reduction=reduction)
+    ref = F.cross_entropy(b, y, weight=w, reduction=reduction)
+    assert type(out.grad_fn).__name__ == "NllLossBackward0" and type(out.grad_fn.next_functions[0][0]).__name__ == "TBackward0"
+    torch.testing.assert_close(out, ref, equal_nan=True)
+    out.backward(upstream)
+    ref.backward(upstream)
+    torch.testing.assert_close(a.grad, b.grad)
+    # and the module, with label smoothing (PyTorch's path)
+    smooth = CrossEntropyLoss(weight=w, reduction=reduction, label_smoothing=0.1)(z, y)
+    torch.testing.assert_close(smooth, F.cross_entropy(z, y, weight=w, reduction=reduction, label_smoothing=0.1), equal_nan=True)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tailwise._validation import check_logits_target, check_probability, check_reduction, check_weight
+from tailwise.functional._fused import _transposed
 
 __all__ = ["cross_entropy"]
 
@@ -72,5 +73,13 @@ def cross_entropy(
     weight = check_weight(weight, logits.shape[1])
     eps = check_probability("label_smoothing", label_smoothing)
     z = _compute_logits(logits)
-    target = target.to(z.dtype) if target.is_floating_point() else target.long()
+    if target.is_floating_point():
+        target = target.to(z.dtype)
+    else:
+        target = target.long()
+        if eps == 0.0 and _transposed(z):
+            # F.cross_entropy is log_softmax then nll_loss; for few classes on the CPU the log-softmax
+            # runs in the transposed layout, vectorised over the samples (tailwise.functional._fused)
+            log_p = torch.log_softmax(z.t(), 0).t()
+            return F.nll_loss(log_p, target, weight=_vector_like(weight, z), reduction=reduction)
     return F.cross_entropy(z, target, weight=_vector_like(weight, z), reduction=reduction, label_smoothing=eps)
