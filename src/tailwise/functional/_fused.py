@@ -386,31 +386,3 @@ def cached_vector(
     if cache is not None:
         cache[key] = (vec, vec._version, like.dtype, like.device, scale, out)
     return out
-
-
-def cached_derived(
-    cache: dict[str, tuple[Any, ...]] | None,
-    key: str,
-    sources: tuple[Tensor, ...],
-    extra: tuple[Any, ...],
-    build: Callable[[], Any],
-) -> Any:
-    """``build()``, reused while the ``sources`` tensors are unchanged and ``extra`` is equal.
-
-    The same invalidation rule as :func:`cached_vector` (tensor identity and version counter).
-    ``cache=None`` always builds.
-    """
-    if cache is not None:
-        hit = cache.get(key)
-        if (
-            hit is not None
-            and len(hit[0]) == len(sources)
-            and all(a is b for a, b in zip(hit[0], sources))
-            and hit[1] == tuple(t._version for t in sources)
-            and hit[2] == extra
-        ):
-            return hit[3]
-    value = build()
-    if cache is not None:
-        cache[key] = (sources, tuple(t._version for t in sources), extra, value)
-    return value
