@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import tailwise
 from tailwise.functional import cross_entropy
 from tailwise.losses import CrossEntropyLoss
 from tailwise.registry import LOSSES
@@ -120,6 +121,13 @@ def test_few_classes_float32_path_equals_torch(weighted: bool, reduction: str, n
     out.backward(upstream)
     ref.backward(upstream)
     torch.testing.assert_close(a.grad, b.grad)
-    # and the module, with label smoothing (PyTorch's path)
-    smooth = CrossEntropyLoss(weight=w, reduction=reduction, label_smoothing=0.1)(z, y)
-    torch.testing.assert_close(smooth, F.cross_entropy(z, y, weight=w, reduction=reduction, label_smoothing=0.1), equal_nan=True)
+    # label smoothing: PyTorch's formula, value and gradient (module and functional)
+    a.grad = b.grad = None
+    smooth = CrossEntropyLoss(weight=w, reduction=reduction, label_smoothing=0.1)(a, y)
+    smooth_ref = F.cross_entropy(b, y, weight=w, reduction=reduction, label_smoothing=0.1)
+    torch.testing.assert_close(smooth, smooth_ref, equal_nan=True)
+    smooth.backward(upstream)
+    smooth_ref.backward(upstream)
+    torch.testing.assert_close(a.grad, b.grad)
+    with tailwise.validation_disabled():  # unchecked labels go through PyTorch (ignore_index semantics)
+        torch.testing.assert_close(cross_entropy(z, y, weight=w, reduction=reduction, label_smoothing=0.1), smooth_ref.detach(), equal_nan=True)

@@ -15,7 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tailwise._validation import check_logits_target, check_probability, check_reduction, check_weight
+from tailwise._validation import (
+    check_logits_target,
+    check_probability,
+    check_reduction,
+    check_weight,
+    validation_enabled,
+)
 from tailwise.functional._fused import _transposed
 
 __all__ = ["cross_entropy"]
@@ -77,9 +83,28 @@ def cross_entropy(
         target = target.to(z.dtype)
     else:
         target = target.long()
-        if eps == 0.0 and _transposed(z):
-            # F.cross_entropy is log_softmax then nll_loss; for few classes on the CPU the log-softmax
-            # runs in the transposed layout, vectorised over the samples (tailwise.functional._fused)
-            log_p = torch.log_softmax(z.t(), 0).t()
-            return F.nll_loss(log_p, target, weight=_vector_like(weight, z), reduction=reduction)
+        if _transposed(z) and (eps == 0.0 or validation_enabled()):
+            return _few_classes_cross_entropy(z, target, _vector_like(weight, z), reduction, eps)
     return F.cross_entropy(z, target, weight=_vector_like(weight, z), reduction=reduction, label_smoothing=eps)
+
+
+def _few_classes_cross_entropy(z: Tensor, target: Tensor, weight: Tensor | None, reduction: str, eps: float) -> Tensor:
+    r"""``F.cross_entropy`` of float32 CPU logits with fewer than 16 classes and class-index labels.
+
+    The log-softmax runs in the transposed ``(C, N)`` layout, vectorised over the samples (PyTorch's
+    runs a scalar loop on rows this short; see :mod:`tailwise.functional._fused`). With label
+    smoothing, PyTorch's formula: :math:`(1-\epsilon)\,\mathrm{NLL} + \frac{\epsilon}{C} S` with
+    :math:`S_i = -\sum_c w_c \log p_{ic}`, reduced like the NLL (the weighted mean divides by
+    :math:`\sum_i w_{y_i}`); the caller takes this path with smoothing only when the labels were
+    checked to lie in range (no ``ignore_index`` sample).
+    """
+    log_p = torch.log_softmax(z.t(), 0)
+    nll = F.nll_loss(log_p.t(), target, weight=weight, reduction=reduction)
+    if eps == 0.0:
+        return nll
+    smooth = (log_p.sum(0) if weight is None else torch.mv(log_p.t(), weight)).neg()
+    if reduction == "mean":
+        smooth = smooth.mean() if weight is None else smooth.sum() / weight.index_select(0, target).sum()
+    elif reduction == "sum":
+        smooth = smooth.sum()
+    return nll * (1.0 - eps) + smooth * (eps / z.shape[1])
