@@ -262,3 +262,21 @@ def test_eval_mode_leaves_state_alone() -> None:
     crit.eval()
     torch.testing.assert_close(crit(logits, target), F.cross_entropy(logits, target))
     torch.testing.assert_close(crit.u, u)
+
+
+def test_default_base_is_per_sample_cross_entropy_for_few_classes() -> None:
+    # the default base loss uses the transposed log-softmax for float32 CPU logits with few classes
+    from tailwise.optim.absgd import _ce_per_sample
+
+    g = torch.Generator().manual_seed(14)
+    z = torch.randn(64, 7, generator=g) * 3
+    y = torch.randint(7, (64,), generator=g)
+    a = z.clone().requires_grad_(True)
+    b = z.clone().requires_grad_(True)
+    out = _ce_per_sample(a, y)
+    ref = F.cross_entropy(b, y, reduction="none")
+    torch.testing.assert_close(out, ref)
+    upstream = torch.rand(64, generator=g)
+    out.backward(upstream)
+    ref.backward(upstream)
+    torch.testing.assert_close(a.grad, b.grad)

@@ -147,3 +147,26 @@ def test_bad_inputs() -> None:
         CDBLoss(0)
     with pytest.raises(ValueError, match="class_accuracy must have shape"):
         CDBLoss(3).update_from_accuracy([0.1, 0.2])
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none", "official_cifar"])
+def test_few_classes_float32_matches_plain_formula(reduction: str) -> None:
+    # float32 CPU logits with few classes use the transposed log-softmax
+    g = torch.Generator().manual_seed(13)
+    z = (torch.randn(150, 5, generator=g) * 3).double()
+    y = torch.randint(5, (150,), generator=g)
+    w = torch.rand(5, generator=g, dtype=torch.float64) + 0.5
+    a = z.float().requires_grad_(True)
+    b = z.clone().requires_grad_(True)
+    out = cdb_loss(a, y, w, reduction=reduction)
+    ce = F.cross_entropy(b, y, reduction="none")
+    ref = {
+        "mean": (w[y] * ce).sum() / w[y].sum(),
+        "sum": (w[y] * ce).sum(),
+        "none": w[y] * ce,
+        "official_cifar": (w[y] * ce).mean(),
+    }[reduction]
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+    out.sum().backward()
+    ref.sum().backward()
+    torch.testing.assert_close(a.grad.double(), b.grad, rtol=1e-5, atol=1e-6)

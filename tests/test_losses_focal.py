@@ -105,3 +105,28 @@ def test_bad_inputs() -> None:
         focal_loss(z, y + C)
     with pytest.raises(ValueError, match="logits must be finite"):
         focal_loss(torch.full_like(z, float("nan")), y)
+
+
+@pytest.mark.parametrize("variant", ["standard", "ldam_repo"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_few_classes_float32_matches_plain_formula(weighted: bool, variant: str) -> None:
+    # float32 CPU logits with few classes use the transposed log-softmax; value and gradient are those
+    # of the plain formula evaluated in float64
+    g = torch.Generator().manual_seed(12)
+    z = (torch.randn(200, 6, generator=g) * 3).double()
+    y = torch.randint(6, (200,), generator=g)
+    w = torch.rand(6, generator=g, dtype=torch.float64) + 0.5 if weighted else None
+    a = z.float().requires_grad_(True)
+    b = z.clone().requires_grad_(True)
+    out = focal_loss(a, y, gamma=2.0, weight=w, variant=variant)
+    if variant == "standard":
+        log_p = F.log_softmax(b, dim=1).gather(1, y[:, None]).squeeze(1)
+        per = -((1 - log_p.exp()) ** 2) * log_p
+        ref = per.mean() if w is None else (per * w[y]).sum() / w[y].sum()
+    else:
+        ce = F.cross_entropy(b, y, weight=w, reduction="none")
+        ref = ((1 - torch.exp(-ce)) ** 2 * ce).mean()
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-6)
+    out.backward()
+    ref.backward()
+    torch.testing.assert_close(a.grad.double(), b.grad, rtol=1e-5, atol=1e-6)

@@ -43,6 +43,7 @@ from tailwise._validation import (
     to_float64_tensor,
 )
 from tailwise.class_counts import normalize_to_num_classes
+from tailwise.functional._fused import log_softmax_rows
 from tailwise.functional._reduce import reduce_loss
 
 __all__ = [
@@ -202,7 +203,7 @@ def cdb_loss(
     assert w is not None
     x = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
     w = w.to(device=x.device, dtype=x.dtype)
-    ce = F.cross_entropy(x, target, reduction="none")
+    ce = F.nll_loss(log_softmax_rows(x), target, reduction="none")
     sample_w = w[target]
     if reduction == "official_cifar":
         return (sample_w * ce).mean()

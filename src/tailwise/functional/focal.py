@@ -34,6 +34,7 @@ from tailwise._validation import (
     check_reduction,
     check_weight,
 )
+from tailwise.functional._fused import log_softmax_rows
 from tailwise.functional._reduce import reduce_loss
 from tailwise.functional.ce import _compute_logits, _vector_like
 
@@ -84,9 +85,9 @@ def focal_loss(
     target = target.long()
     w = _vector_like(weight, z)
     if variant == "ldam_repo":
-        weighted_ce = F.cross_entropy(z, target, weight=w, reduction="none")
+        weighted_ce = F.nll_loss(log_softmax_rows(z), target, weight=w, reduction="none")
         per_sample = _focal_factor(-weighted_ce, gamma) * weighted_ce
         return reduce_loss(per_sample, reduction)
-    log_p = torch.log_softmax(z, dim=1).gather(1, target[:, None]).squeeze(1)
+    log_p = log_softmax_rows(z).gather(1, target[:, None]).squeeze(1)
     per_sample = -_focal_factor(log_p, gamma) * log_p
     return reduce_loss(per_sample, reduction, None if w is None else w[target])

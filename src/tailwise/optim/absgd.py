@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tailwise._validation import check_in_choices, check_logits_target, check_positive, check_weight, describe
+from tailwise.functional._fused import log_softmax_rows
 from tailwise.registry import LOSSES
 
 __all__ = ["ABSGD", "ABSGDLoss", "absgd_weights"]
@@ -132,7 +133,7 @@ def _distributed() -> bool:
 
 
 def _ce_per_sample(logits: Tensor, target: Tensor) -> Tensor:
-    return F.cross_entropy(logits, target, reduction="none")
+    return F.nll_loss(log_softmax_rows(logits), target, reduction="none")
 
 
 @LOSSES.register("absgd")
