@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from tailwise.optim import ABSGD, ABSGDLoss, absgd_weights
 from tailwise.registry import LOSSES
+from tailwise.train.distributed import shutdown_distributed
 
 COUNTS = [500, 200, 80, 30, 10]
 
@@ -235,7 +236,7 @@ def _ddp_absgd_worker(rank: int, world: int, init_file: str, out_dir: str) -> No
             results[sync] = {"u": crit.u.clone(), "loss": torch.stack(losses)}
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
-        dist.destroy_process_group()
+        shutdown_distributed()
 
 
 def test_ddp_global_sync_two_processes(tmp_path: Path) -> None:

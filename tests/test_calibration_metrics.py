@@ -28,6 +28,7 @@ from tailwise.metrics import (
     negative_log_likelihood,
     reliability_diagram,
 )
+from tailwise.train.distributed import shutdown_distributed
 
 # --------------------------------------------------------------------------------- slow references
 
@@ -309,7 +310,7 @@ def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
             results[type(metric).__name__ + getattr(metric, "norm", "")] = metric.compute()
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
-        dist.destroy_process_group()
+        shutdown_distributed()
 
 
 def test_ddp_two_process_sync_equals_union(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from tailwise.functional import (
 )
 from tailwise.losses import CALSLoss
 from tailwise.registry import LOSSES
+from tailwise.train.distributed import shutdown_distributed
 
 
 def _logits(n: int = 12, c: int = 5, scale: float = 8.0) -> torch.Tensor:
@@ -348,7 +349,7 @@ def _ddp_worker(rank: int, world: int, init_file: str, shards: list[list[torch.T
             loss.update_from_validation(per_rank[rank], None, epoch)
         torch.save({"lambd": loss.lambd, "rho": loss.rho, "curr": loss.curr_constraints}, Path(out_dir) / f"rank{rank}.pt")
     finally:
-        dist.destroy_process_group()
+        shutdown_distributed()
 
 
 def test_ddp_sync_gives_union_multipliers(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from tailwise.metrics import (
     shot_group_accuracy,
     shot_groups,
 )
+from tailwise.train.distributed import shutdown_distributed
 
 NAN = float("nan")
 COUNTS = [500, 300, 101, 100, 60, 20, 19, 5]  # many: 3 (> 100); medium: 100, 60, 20; few: 19, 5
@@ -415,7 +416,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         results["second_call"] = _metrics_second_call(scores[part], target[part])
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
-        dist.destroy_process_group()
+        shutdown_distributed()
 
 
 def _metrics_second_call(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -448,7 +449,7 @@ def _ddp_update_after_compute_worker(rank: int, world_size: int, port: int, out_
         metric.update(scores[part][16:], target[part][16:])
         torch.save(metric.compute(), Path(out_dir) / f"rank{rank}.pt")
     finally:
-        dist.destroy_process_group()
+        shutdown_distributed()
 
 
 def test_ddp_update_after_compute(tmp_path: Path) -> None:

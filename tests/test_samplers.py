@@ -18,6 +18,7 @@ from tailwise.samplers import (
     EffectiveNumberResampler,
     SquareRootSampler,
 )
+from tailwise.train.distributed import shutdown_distributed
 
 COUNTS = [400, 200, 100, 50, 10]
 
@@ -209,7 +210,7 @@ def _ddp_cdb_worker(rank: int, world: int, init_file: str, out_dir: str) -> None
         dist.all_gather(parts, local)
         torch.save({"global": sampler.global_indices(), "parts": parts}, Path(out_dir) / f"rank{rank}.pt")
     finally:
-        dist.destroy_process_group()
+        shutdown_distributed()
 
 
 def test_ddp_cdb_sampler_two_processes(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from tailwise.metrics import (
     top_k_sets,
     top_k_target_rank,
 )
+from tailwise.train.distributed import shutdown_distributed
 
 
 def _ambiguous(n: int = 400, c: int = 12, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -257,7 +258,7 @@ def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
             out[name] = (res.n_correct, res.per_class_correct, res.mean_set_size, res.thresholds)
         torch.save(out, Path(out_dir) / f"rank{rank}.pt")
     finally:
-        dist.destroy_process_group()
+        shutdown_distributed()
 
 
 def test_ddp_two_process_sync_equals_union(tmp_path: Path) -> None:

@@ -7,7 +7,9 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from tailwise.train.config import apply_overrides, config_from_dict, load_recipe
@@ -74,3 +76,20 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
     torch.testing.assert_close(torch.tensor(r0["train_loss"]), torch.tensor(single_loss), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(torch.tensor(r0["val_per_class"]), torch.tensor(single_val["per_class_accuracy"]),
                                rtol=0, atol=1e-6)
+
+
+def test_shutdown_waits_for_every_rank_unless_an_exception_propagates(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda *a, **k: 2)
+    monkeypatch.setattr(dist, "barrier", lambda *a, **k: calls.append("barrier"))
+    monkeypatch.setattr(dist, "destroy_process_group", lambda *a, **k: calls.append("destroy"))
+    shutdown_distributed()
+    assert calls == ["barrier", "destroy"]
+    calls.clear()
+    with pytest.raises(RuntimeError, match="rank failed"):
+        try:
+            raise RuntimeError("rank failed")
+        finally:
+            shutdown_distributed()  # the other ranks may never reach a barrier: none here
+    assert calls == ["destroy"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -44,8 +45,16 @@ def init_distributed(device: torch.device) -> DistInfo:
 
 
 def shutdown_distributed() -> None:
-    """Destroy the process group if one is initialised."""
+    """Destroy the process group if one is initialised, after every rank has reached this point.
+
+    Without the barrier a rank may tear its group down while another still talks to it (rank 0 hosts
+    the rendezvous store); with gloo that intermittently aborts a process at exit. Called while an
+    exception propagates (from a ``finally`` block), it skips the barrier: the other ranks may never
+    reach theirs.
+    """
     if dist.is_available() and dist.is_initialized():
+        if dist.get_world_size() > 1 and sys.exc_info()[0] is None:
+            dist.barrier()
         dist.destroy_process_group()
 
 
