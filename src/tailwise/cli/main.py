@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from tailwise.train.config import apply_overrides, config_from_dict, load_recipe
+    from tailwise.train.distributed import shutdown_distributed
     from tailwise.train.trainer import Trainer
 
     values = load_recipe(args.recipe)
@@ -77,6 +78,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     try:
         summary = trainer.fit()
     except (FloatingPointError, RuntimeError, ValueError) as err:
+        shutdown_distributed()  # inside the handler: no barrier, the other ranks may have failed too
         if os.environ.get("TAILWISE_DEBUG"):
             raise
         print(f"tailwise: training failed: {err}", file=sys.stderr)
@@ -86,6 +88,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"run folder: {trainer.run_dir}")
         print(f"test accuracy  best-on-val (epoch {summary['best_epoch']}): {best['accuracy']:.4f}  last: {last['accuracy']:.4f}")
         print(f"test balanced  best-on-val: {best['balanced_accuracy']:.4f}  last: {last['balanced_accuracy']:.4f}")
+    shutdown_distributed()  # under torchrun: every rank reaches this point, then the group is destroyed
     return 0
 
 
