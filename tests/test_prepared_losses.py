@@ -181,3 +181,42 @@ def test_cache_is_bounded_and_keeps_its_tensors() -> None:
     assert float(cache.get(cache.key("x", z, tensors[4]))(z, z)) == 4.0
     assert all(any(t is s for s in entry[2]) for entry, t in zip(cache._entries.values(), tensors[2:]))
     assert cache.key("x", [[0.0]], tensors[0]) is None and cache.key("x", z, [1.0, 2.0]) is None
+
+
+@pytest.mark.parametrize("name", ["vs", "la", "ldam", "bayias", "cals", "logit_clip", "alpha", "mbls", "ce"])
+def test_inference_mode_state_is_never_stale(name: str) -> None:
+    # inference-mode tensors have no version counter: modules built under torch.inference_mode() and
+    # functional calls with such tensors work, are not cached, and follow in-place changes
+    import tailwise.losses  # noqa: F401  (registers the losses)
+    from tailwise.registry import LOSSES
+
+    z, y = _batch()
+    with torch.inference_mode():
+        loss = LOSSES.build(name, {}, class_counts=COUNTS, num_classes=C)
+        first = loss(z, y)
+    reference = LOSSES.build(name, {}, class_counts=COUNTS, num_classes=C)
+    torch.testing.assert_close(loss(z, y), reference(z, y))
+    torch.testing.assert_close(first, reference(z, y))
+    buffers = [b for b in loss.buffers() if b is not None and b.is_floating_point() and b.numel() == C]
+    if buffers:
+        with torch.inference_mode():
+            buffers[0].mul_(1.5)
+        for b, r in zip(loss.buffers(), reference.buffers()):
+            if b is not None and r is not None:
+                with torch.no_grad():
+                    r.copy_(b)
+        torch.testing.assert_close(loss(z, y), reference(z, y))
+
+
+def test_functional_inference_tensors_are_not_cached() -> None:
+    import tailwise.functional.vs as vs_module
+
+    z, y = _batch()
+    with torch.inference_mode():
+        counts = torch.tensor(COUNTS)
+        out = vs_loss(z, y, counts, 0.3, 1.1)
+        assert _entries(vs_module) == 0
+        counts[4] = 50.0
+        changed = vs_loss(z, y, counts, 0.3, 1.1)
+    torch.testing.assert_close(out.double(), _vs_reference(z, y, torch.tensor(COUNTS), 0.3, 1.1, None))
+    torch.testing.assert_close(changed.double(), _vs_reference(z, y, counts.clone(), 0.3, 1.1, None))

@@ -369,6 +369,8 @@ def cached_vector(
     """
     if vec is None:
         return None
+    if vec.is_inference():  # no version counter: cast every call
+        cache = None
     if cache is not None:
         hit = cache.get(key)
         if (

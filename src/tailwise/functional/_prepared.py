@@ -9,8 +9,9 @@ or ``None``, the checked constants are kept as a prepared ``fn(z, target)`` unde
 * each number's type and value, and each string;
 * the logits' dtype, device and number of classes.
 
-A list or an array argument cannot be keyed (it may change without a trace), so such calls prepare
-the loss every time, as do calls with bad arguments, which raise before anything is stored. The cache
+A list or an array argument, or an inference-mode tensor (which has no version counter), cannot be
+keyed (it may change without a trace), so such calls prepare the loss every time, as do calls with
+bad arguments, which raise before anything is stored. The cache
 keeps its tensor arguments referenced, so their identities stay theirs; it holds a few entries and
 drops the oldest. A value prepared while value checks were off is prepared again once they are on.
 Writes through ``.data`` bypass the version counter, as they bypass autograd, and are not seen.
@@ -51,6 +52,8 @@ class PreparedLosses:
         parts: list[Any] = [name, logits.dtype, logits.device, logits.shape[1]]
         for arg in args:
             if isinstance(arg, Tensor):
+                if arg.is_inference():  # no version counter: a change could not be seen
+                    return None
                 parts.append((id(arg), arg._version))
             elif arg is None:
                 parts.append(None)

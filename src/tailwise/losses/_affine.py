@@ -39,17 +39,20 @@ class AffineAdjustedLoss(ClassWeightedLoss):
         check_logits_target(logits, target)
         z = logits.float() if logits.dtype in _LOW_PRECISION else logits
         weight, reduction = self._buffers["weight"], self.reduction
-        key = (
-            id(multiplier),
-            getattr(multiplier, "_version", None),
-            id(offset),
-            getattr(offset, "_version", None),
-            id(weight),
-            getattr(weight, "_version", None),
-            z.dtype,
-            z.device,
-            reduction,
-        )
+        try:  # inference tensors have no version counter: such state is not cached
+            key = (
+                id(multiplier),
+                getattr(multiplier, "_version", None),
+                id(offset),
+                getattr(offset, "_version", None),
+                id(weight),
+                getattr(weight, "_version", None),
+                z.dtype,
+                z.device,
+                reduction,
+            )
+        except RuntimeError:
+            key = None
         hit = self._constants_cache
         if hit is not None and hit[0] == key and hit[1]:
             fn = hit[2]

@@ -59,10 +59,11 @@ class ClassWeightedLoss(nn.Module):
         """
         hit = self._constants_cache
         checked = validation_enabled()
-        if hit is not None and hit[0] == key and (hit[1] or not checked):
+        if key is not None and hit is not None and hit[0] == key and (hit[1] or not checked):
             return hit[2]
         value = build()
-        self._constants_cache = (key, checked, value, sources)
+        if key is not None:  # None: state that cannot be keyed (inference tensors), built every call
+            self._constants_cache = (key, checked, value, sources)
         return value
 
     def _raise_num_classes(self, logits: Tensor) -> None:

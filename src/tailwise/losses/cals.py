@@ -203,27 +203,33 @@ class CALSLoss(nn.Module):
         z = logits.float() if logits.dtype in _LOW_PRECISION else logits
         buffers = self._buffers
         lambd, rho, weight = buffers["lambd"], buffers["rho"], buffers["weight"]
-        key = (
-            id(lambd),
-            lambd._version,
-            id(rho),
-            rho._version,
-            id(weight),
-            getattr(weight, "_version", None),
-            z.dtype,
-            z.device,
-            z.shape[1],
-            self.margin,
-            self.penalty,
-            self.normalize,
-            self.reduction,
-        )
+        try:  # inference tensors have no version counter: such state is not cached
+            key = (
+                id(lambd),
+                lambd._version,
+                id(rho),
+                rho._version,
+                id(weight),
+                getattr(weight, "_version", None),
+                z.dtype,
+                z.device,
+                z.shape[1],
+                self.margin,
+                self.penalty,
+                self.normalize,
+                self.reduction,
+            )
+        except RuntimeError:
+            key = None
         hit = self._prepared_fn
-        if hit is None or hit[0] != key or not (hit[1] or not validation_enabled()):
+        if hit is not None and hit[0] == key and (hit[1] or not validation_enabled()):
+            fn = hit[2]
+        else:
             checked = validation_enabled()
             fn = cals_fn(z, lambd, rho, self.margin, self.penalty, self.normalize, self.reduction, weight)
-            hit = self._prepared_fn = (key, checked, fn, (lambd, rho, weight))
-        return hit[2](z, target if target.dtype == torch.int64 else target.long())
+            if key is not None:
+                self._prepared_fn = (key, checked, fn, (lambd, rho, weight))
+        return fn(z, target if target.dtype == torch.int64 else target.long())
 
     # ------------------------------------------------------------------ multiplier updates
     def reset_update_lambd(self, epoch: int) -> None:

@@ -87,16 +87,19 @@ class LDAMLoss(ClassWeightedLoss):
         z = logits.float() if logits.dtype in _LOW_PRECISION else logits
         buffers = self._buffers
         margins, weight, scale, reduction = buffers["margins"], buffers["weight"], self.scale, self.reduction
-        key = (
-            id(margins),
-            margins._version,
-            id(weight),
-            getattr(weight, "_version", None),
-            z.dtype,
-            z.device,
-            scale,
-            reduction,
-        )
+        try:  # inference tensors have no version counter: such state is not cached
+            key = (
+                id(margins),
+                margins._version,
+                id(weight),
+                getattr(weight, "_version", None),
+                z.dtype,
+                z.device,
+                scale,
+                reduction,
+            )
+        except RuntimeError:
+            key = None
         hit = self._constants_cache
         if hit is not None and hit[0] == key and hit[1]:
             fn = hit[2]

@@ -143,18 +143,21 @@ class LogitClipLoss(nn.Module):
         if dtype not in _FUSED_DTYPES or c == 0:
             return None
         weight, reduction = base._buffers.get("weight"), base.reduction
-        key = (
-            id(base),
-            id(weight),
-            getattr(weight, "_version", None),
-            reduction,
-            dtype,
-            logits.device,
-            c,
-            self._tau,
-            self._p,
-            self._mode,
-        )
+        try:  # inference tensors have no version counter: such state is not cached
+            key = (
+                id(base),
+                id(weight),
+                getattr(weight, "_version", None),
+                reduction,
+                dtype,
+                logits.device,
+                c,
+                self._tau,
+                self._p,
+                self._mode,
+            )
+        except RuntimeError:
+            key = None
         hit = self._prepared_fn
         if hit is not None and hit[0] == key and (hit[1] or not validation_enabled()):
             return hit[2]
@@ -162,7 +165,8 @@ class LogitClipLoss(nn.Module):
         reduction = check_reduction(reduction)
         w = None if weight is None else check_weight(weight, c).to(device=logits.device, dtype=dtype)
         fn = clip_cross_entropy_fn(logits, self._tau, self._p, self._mode, w, reduction)
-        self._prepared_fn = (key, checked, fn, (base, weight))
+        if key is not None:
+            self._prepared_fn = (key, checked, fn, (base, weight))
         return fn
 
     # Trainer hooks, forwarded to the base loss when it has them.
