@@ -220,3 +220,20 @@ def test_functional_inference_tensors_are_not_cached() -> None:
         changed = vs_loss(z, y, counts, 0.3, 1.1)
     torch.testing.assert_close(out.double(), _vs_reference(z, y, torch.tensor(COUNTS), 0.3, 1.1, None))
     torch.testing.assert_close(changed.double(), _vs_reference(z, y, counts.clone(), 0.3, 1.1, None))
+
+
+@pytest.mark.parametrize("name", ["vs", "la", "cdt", "ldam", "bayias", "cals", "logit_clip", "alpha", "mbls", "ce"])
+def test_modules_pickle_after_use(name: str) -> None:
+    # the prepared constants hold local functions: pickling drops them and the copy rebuilds its own
+    import copy
+    import pickle
+
+    import tailwise.losses  # noqa: F401  (registers the losses)
+    from tailwise.registry import LOSSES
+
+    z, y = _batch()
+    loss = LOSSES.build(name, {}, class_counts=COUNTS, num_classes=C)
+    expected = loss(z, y)
+    for clone in (pickle.loads(pickle.dumps(loss)), copy.deepcopy(loss)):
+        torch.testing.assert_close(clone(z, y), expected)
+    torch.testing.assert_close(loss(z, y), expected)

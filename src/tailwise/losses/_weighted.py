@@ -66,6 +66,12 @@ class ClassWeightedLoss(nn.Module):
             self._constants_cache = (key, checked, value, sources)
         return value
 
+    def __getstate__(self) -> dict[str, Any]:
+        """The pickled state, without the prepared constants (local functions; rebuilt on the next call)."""
+        state = self.__dict__.copy()
+        state["_constants_cache"] = None
+        return state
+
     def _raise_num_classes(self, logits: Tensor) -> None:
         """The error of :meth:`_check_num_classes` (for forwards that test the shape inline)."""
         self._check_num_classes(logits)

@@ -8,6 +8,7 @@ Calibration", CVPR 2023 (arXiv 2211.15088); official code ``by-liu/CALS``
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -194,6 +195,12 @@ class CALSLoss(nn.Module):
         h = self.constraints(logits)
         value, _ = CALS_PENALTIES[self.penalty](h, self.lambd.to(h.dtype), self.rho.to(h.dtype))
         return value.mean(), h.mean()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The pickled state, without the prepared loss (a local function; rebuilt on the next call)."""
+        state = self.__dict__.copy()
+        state["_prepared_fn"] = None
+        return state
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Cross-entropy plus the CALS penalty at the current multipliers."""

@@ -114,6 +114,12 @@ class LogitClipLoss(nn.Module):
         _check_logits(logits)
         return _clip(logits, self._tau, self._p, self._mode)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """The pickled state, without the prepared loss (a local function; rebuilt on the next call)."""
+        state = self.__dict__.copy()
+        state["_prepared_fn"] = None
+        return state
+
     def forward(self, logits: Tensor, target: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         """``base_loss(clip(logits), target, *args, **kwargs)``."""
         if not args and not kwargs:
