@@ -365,13 +365,14 @@ class _CALSLoss(torch.autograd.Function):
 
     the last term being ``amax``'s gradient (shared evenly among tied maxima, as autograd does).
 
-    For the default ``phr`` penalty the forward keeps three ``(N, C)`` buffers (the log-softmax,
-    :math:`d` turned in place into :math:`P'(h) = \max(0, \lambda + \rho h)`, and one temporary),
+    For the default ``phr`` penalty the forward keeps two ``(N, C)`` buffers (the log-softmax, and
+    :math:`d` turned in place into :math:`u = \sqrt{w}\,P'(h) = \max(0, \sqrt{w}(\lambda + \rho h))`
     with :math:`\lambda + \rho h = (\lambda - \rho) + (\rho/m)\, d` (:math:`m` for :math:`\rho/m`
-    and :math:`\rho m` for :math:`\rho` without normalisation) in one ``addcmul`` and the penalty sum
-    :math:`\sum_j (P'^2 - \lambda^2)/(2\rho)` as a matrix-vector product; it equals the operation by
-    operation evaluation of :func:`cals_constraints` and :func:`phr_penalty` up to rounding. The other
-    penalties evaluate :math:`h` and the penalty function as those functions do.
+    and :math:`\rho m` for :math:`\rho` without normalisation), in one ``addcmul``); the per-sample
+    penalty :math:`\frac1C\sum_j (P'^2 - \lambda^2)/(2\rho) = \lVert u\rVert^2 - k` is one row norm
+    (see :func:`_phr_constants`). It equals the operation by operation evaluation of
+    :func:`cals_constraints` and :func:`phr_penalty` up to rounding. The other penalties evaluate
+    :math:`h` and the penalty function as those functions do.
 
     On CPU, for large batches, the maximum comes with its index and ties are looked for once (one
     reduction and one host read); without ties ``amax``'s gradient is a scatter to that index,
