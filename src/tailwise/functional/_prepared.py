@@ -1,4 +1,4 @@
-"""Prepared losses of the functional API, reused across calls with the same arguments.
+"""Prepared losses, reused across calls with the same arguments (functional API and loss modules).
 
 A functional loss such as :func:`tailwise.functional.vs_loss` derives per-class constants from its
 arguments (class counts to priors and margins, checks, casts to the logits' dtype) on every call; on a
@@ -14,7 +14,10 @@ keyed (it may change without a trace), so such calls prepare the loss every time
 bad arguments, which raise before anything is stored. The cache
 keeps its tensor arguments referenced, so their identities stay theirs; it holds a few entries and
 drops the oldest. A value prepared while value checks were off is prepared again once they are on.
-Writes through ``.data`` bypass the version counter, as they bypass autograd, and are not seen.
+Writes through ``.data`` bypass the version counter, as they bypass autograd, and are not seen:
+change tensors in place under ``torch.no_grad()``. Loss modules keep a one-entry cache keyed on their
+buffers and settings, so their checks run again after any change of state (in-place writes,
+``load_state_dict``, ``.to()``, ``set_weight``, reassigned attributes). A cache pickles empty.
 """
 
 from __future__ import annotations
@@ -81,6 +84,13 @@ class PreparedLosses:
             if key not in self._entries and len(self._entries) >= self.maxsize:
                 del self._entries[next(iter(self._entries))]
             self._entries[key] = (validation_enabled(), fn, sources)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled empty: the entries hold local functions and the lock cannot be pickled."""
+        return {"maxsize": self.maxsize}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["maxsize"])  # type: ignore[misc]
 
     def clear(self) -> None:
         """Drop every entry."""

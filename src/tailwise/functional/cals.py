@@ -235,21 +235,6 @@ def cals_loss(
         reduction: ``'none' | 'mean' | 'sum'``.
         weight: optional per-class weights of the cross-entropy term.
     """
-    return _cals(logits, target, lambd, rho, margin, penalty, normalize, reduction, weight)
-
-
-def _cals(
-    logits: Tensor,
-    target: Tensor,
-    lambd: Tensor | float,
-    rho: Tensor | float,
-    margin: float,
-    penalty: str,
-    normalize: bool,
-    reduction: str,
-    weight: Tensor | None,
-) -> Tensor:
-    """:func:`cals_loss`: the checks, then the prepared loss (:func:`cals_fn`)."""
     key = _PREPARED.key("cals", logits, lambd, rho, margin, penalty, normalize, reduction, weight)
     fn = _PREPARED.get(key)
     check_logits_target(logits, target)

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from tailwise._validation import check_logits_target
+from tailwise.functional._prepared import PreparedLosses
 from tailwise.functional.ce import _LOW_PRECISION
 from tailwise.functional.vs import affine_fn
 from tailwise.losses._weighted import ClassWeightedLoss
@@ -26,7 +27,7 @@ class AffineAdjustedLoss(ClassWeightedLoss):
         r""":math:`\mathrm{CE}(\mathrm{multiplier} \odot z + \mathrm{offset}, y)` with the module's weight.
 
         The same checks, in the same order, as the functional twin; those of the module's own state run
-        when that state changes (see :meth:`ClassWeightedLoss._prepared`).
+        when that state changes (see :mod:`tailwise.functional._prepared`).
         """
         buffers = self._buffers
         name = self._multiplier_buffer
@@ -35,33 +36,15 @@ class AffineAdjustedLoss(ClassWeightedLoss):
         offset = None if name is None else buffers[name]
         n = self.num_classes
         if n is not None and isinstance(logits, Tensor) and logits.ndim == 2 and logits.shape[1] != n:
-            self._raise_num_classes(logits)
+            self._check_num_classes(logits)
         check_logits_target(logits, target)
         z = logits.float() if logits.dtype in _LOW_PRECISION else logits
         weight, reduction = self._buffers["weight"], self.reduction
-        try:  # inference tensors have no version counter: such state is not cached
-            key = (
-                id(multiplier),
-                getattr(multiplier, "_version", None),
-                id(offset),
-                getattr(offset, "_version", None),
-                id(weight),
-                getattr(weight, "_version", None),
-                z.dtype,
-                z.device,
-                reduction,
-            )
-        except RuntimeError:
-            key = None
-        hit = self._constants_cache
-        if hit is not None and hit[0] == key and hit[1]:
-            fn = hit[2]
-        else:
-            fn = self._prepared(
-                key,
-                (multiplier, offset, weight),
-                lambda: affine_fn(z, _unless_all(multiplier, 1.0), _unless_all(offset, 0.0), weight, reduction),
-            )
+        key = PreparedLosses.key("affine", z, multiplier, offset, weight, reduction)
+        fn = self._prepared.get(key)
+        if fn is None:
+            fn = affine_fn(z, _unless_all(multiplier, 1.0), _unless_all(offset, 0.0), weight, reduction)
+            self._prepared.put(key, fn, (multiplier, offset, weight))
         return fn(z, target if target.dtype == torch.int64 else target.long())
 
 

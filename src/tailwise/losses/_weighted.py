@@ -7,13 +7,14 @@ checkpoint written after the DRW switch restores into a freshly built loss (whos
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from tailwise._validation import check_reduction, check_weight, validation_enabled
+from tailwise._validation import check_reduction, check_weight
+from tailwise.functional._prepared import PreparedLosses
 
 
 class ClassWeightedLoss(nn.Module):
@@ -32,7 +33,7 @@ class ClassWeightedLoss(nn.Module):
         self.num_classes = num_classes
         self.reduction = check_reduction(reduction)
         self.register_buffer("weight", None)
-        self._constants_cache: tuple[Any, ...] | None = None
+        self._prepared = PreparedLosses(maxsize=1)  # the checked, cast constants of the current state
         self.set_weight(weight)
 
     def _check_num_classes(self, logits: Tensor) -> None:
@@ -42,39 +43,6 @@ class ClassWeightedLoss(nn.Module):
             raise ValueError(
                 f"logits must have {n} columns, one per class of class_counts; got shape {tuple(logits.shape)}"
             )
-
-    def _prepared(self, key: tuple[Any, ...], sources: tuple[Tensor | None, ...], build: Callable[[], Any]) -> Any:
-        """``build()``: the checked, cast per-call constants of this loss, cached under ``key``.
-
-        ``key`` describes everything ``build`` depends on: ``(id(t), t._version)`` of each tensor of
-        ``sources`` (buffers, ``None`` allowed), the compute dtype and device, the hyperparameters. The
-        cache keeps ``sources`` referenced, so their ids stay theirs; the checks inside ``build`` thus run
-        again after any change (in-place writes, ``load_state_dict``, ``.to()``, ``set_weight``,
-        reassigned attributes) and raise exactly when the uncached code would. A value built while value
-        checks were off is rebuilt once they are on. Writes through ``.data`` bypass the version counter,
-        as they bypass autograd, and are not seen: change buffers in place under ``torch.no_grad()``. A forward reads the cache itself first::
-
-            hit = self._constants_cache
-            value = hit[2] if hit is not None and hit[0] == key and hit[1] else self._prepared(key, sources, build)
-        """
-        hit = self._constants_cache
-        checked = validation_enabled()
-        if key is not None and hit is not None and hit[0] == key and (hit[1] or not checked):
-            return hit[2]
-        value = build()
-        if key is not None:  # None: state that cannot be keyed (inference tensors), built every call
-            self._constants_cache = (key, checked, value, sources)
-        return value
-
-    def __getstate__(self) -> dict[str, Any]:
-        """The pickled state, without the prepared constants (local functions; rebuilt on the next call)."""
-        state = self.__dict__.copy()
-        state["_constants_cache"] = None
-        return state
-
-    def _raise_num_classes(self, logits: Tensor) -> None:
-        """The error of :meth:`_check_num_classes` (for forwards that test the shape inline)."""
-        self._check_num_classes(logits)
 
     def _reference_buffer(self) -> Tensor | None:
         for name, buf in self.named_buffers():

@@ -8,7 +8,6 @@ Calibration", CVPR 2023 (arXiv 2211.15088); official code ``by-liu/CALS``
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -22,8 +21,8 @@ from tailwise._validation import (
     check_positive,
     check_reduction,
     describe,
-    validation_enabled,
 )
+from tailwise.functional._prepared import PreparedLosses
 from tailwise.functional.cals import (
     CALS_PENALTIES,
     cals_constraints,
@@ -172,8 +171,7 @@ class CALSLoss(nn.Module):
             if w.shape != (c,):
                 raise ValueError(f"weight must be a 1-D tensor with {c} entries (one per class); got {describe(weight)}")
         self.register_buffer("weight", w)
-        # (key, checked, fn, sources): the prepared loss, kept while the state is unchanged (see forward)
-        self._prepared_fn: tuple | None = None
+        self._prepared = PreparedLosses(maxsize=1)  # the prepared loss of the current state
 
     # ------------------------------------------------------------------ training
     def set_weight(self, weight: Tensor | Sequence[float] | None) -> None:
@@ -196,12 +194,6 @@ class CALSLoss(nn.Module):
         value, _ = CALS_PENALTIES[self.penalty](h, self.lambd.to(h.dtype), self.rho.to(h.dtype))
         return value.mean(), h.mean()
 
-    def __getstate__(self) -> dict[str, Any]:
-        """The pickled state, without the prepared loss (a local function; rebuilt on the next call)."""
-        state = self.__dict__.copy()
-        state["_prepared_fn"] = None
-        return state
-
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Cross-entropy plus the CALS penalty at the current multipliers."""
         # cals_loss(logits, target, self.lambd, ...) with the same checks; the buffers (constants during
@@ -210,32 +202,12 @@ class CALSLoss(nn.Module):
         z = logits.float() if logits.dtype in _LOW_PRECISION else logits
         buffers = self._buffers
         lambd, rho, weight = buffers["lambd"], buffers["rho"], buffers["weight"]
-        try:  # inference tensors have no version counter: such state is not cached
-            key = (
-                id(lambd),
-                lambd._version,
-                id(rho),
-                rho._version,
-                id(weight),
-                getattr(weight, "_version", None),
-                z.dtype,
-                z.device,
-                z.shape[1],
-                self.margin,
-                self.penalty,
-                self.normalize,
-                self.reduction,
-            )
-        except RuntimeError:
-            key = None
-        hit = self._prepared_fn
-        if hit is not None and hit[0] == key and (hit[1] or not validation_enabled()):
-            fn = hit[2]
-        else:
-            checked = validation_enabled()
-            fn = cals_fn(z, lambd, rho, self.margin, self.penalty, self.normalize, self.reduction, weight)
-            if key is not None:
-                self._prepared_fn = (key, checked, fn, (lambd, rho, weight))
+        margin, penalty, normalize, reduction = self.margin, self.penalty, self.normalize, self.reduction
+        key = PreparedLosses.key("cals", z, lambd, rho, weight, margin, penalty, normalize, reduction)
+        fn = self._prepared.get(key)
+        if fn is None:
+            fn = cals_fn(z, lambd, rho, margin, penalty, normalize, reduction, weight)
+            self._prepared.put(key, fn, (lambd, rho, weight))
         return fn(z, target if target.dtype == torch.int64 else target.long())
 
     # ------------------------------------------------------------------ multiplier updates

@@ -18,6 +18,7 @@ from tailwise._validation import (
     validation_enabled,
 )
 from tailwise.functional._fused import AdjustedCrossEntropyFn
+from tailwise.functional._prepared import PreparedLosses
 from tailwise.functional.ce import _LOW_PRECISION
 from tailwise.functional.ldam import ldam_fn, ldam_margins
 from tailwise.losses._weighted import ClassWeightedLoss
@@ -75,7 +76,7 @@ class LDAMLoss(ClassWeightedLoss):
         """LDAM loss of ``logits`` ``(N, C)`` against ``target`` ``(N,)``."""
         n = self.num_classes
         if n is not None and isinstance(logits, Tensor) and logits.ndim == 2 and logits.shape[1] != n:
-            self._raise_num_classes(logits)
+            self._check_num_classes(logits)
         # ldam_loss(logits, target, margins=self.margins, scale=self.scale, weight=self.weight, ...) with
         # the same checks; those of the module's own state run when it changes. On the CPU, the
         # labels' range is checked by the computation itself: every path first indexes the shifts by
@@ -87,24 +88,11 @@ class LDAMLoss(ClassWeightedLoss):
         z = logits.float() if logits.dtype in _LOW_PRECISION else logits
         buffers = self._buffers
         margins, weight, scale, reduction = buffers["margins"], buffers["weight"], self.scale, self.reduction
-        try:  # inference tensors have no version counter: such state is not cached
-            key = (
-                id(margins),
-                margins._version,
-                id(weight),
-                getattr(weight, "_version", None),
-                z.dtype,
-                z.device,
-                scale,
-                reduction,
-            )
-        except RuntimeError:
-            key = None
-        hit = self._constants_cache
-        if hit is not None and hit[0] == key and hit[1]:
-            fn = hit[2]
-        else:
-            fn = self._prepared(key, (margins, weight), lambda: _checked_fn(z, margins, weight, scale, reduction))
+        key = PreparedLosses.key("ldam", z, margins, weight, scale, reduction)
+        fn = self._prepared.get(key)
+        if fn is None:
+            fn = _checked_fn(z, margins, weight, scale, reduction)
+            self._prepared.put(key, fn, (margins, weight))
         if not on_cpu:
             return fn(z, target if target.dtype == torch.int64 else target.long())
         try:

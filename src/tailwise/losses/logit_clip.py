@@ -19,8 +19,8 @@ from tailwise._validation import (
     check_reduction,
     check_weight,
     describe,
-    validation_enabled,
 )
+from tailwise.functional._prepared import PreparedLosses
 from tailwise.functional.logit_clip import LOGIT_CLIP_MODES, _check_logits, _check_p, _clip, clip_cross_entropy_fn
 from tailwise.losses.ce import CrossEntropyLoss
 from tailwise.registry import LOSSES
@@ -74,8 +74,7 @@ class LogitClipLoss(nn.Module):
             self.base_loss: nn.Module | Callable[..., Tensor] = base_loss
         else:
             self._base_fn = base_loss
-        # (key, checked, fn, sources): the prepared fused cross-entropy (see _fused_cross_entropy_fn)
-        self._prepared_fn: tuple[Any, ...] | None = None
+        self._prepared = PreparedLosses(maxsize=1)  # the prepared fused cross-entropy (see _fused_cross_entropy_fn)
 
     @property
     def base(self) -> nn.Module | Callable[..., Tensor]:
@@ -114,12 +113,6 @@ class LogitClipLoss(nn.Module):
         _check_logits(logits)
         return _clip(logits, self._tau, self._p, self._mode)
 
-    def __getstate__(self) -> dict[str, Any]:
-        """The pickled state, without the prepared loss (a local function; rebuilt on the next call)."""
-        state = self.__dict__.copy()
-        state["_prepared_fn"] = None
-        return state
-
     def forward(self, logits: Tensor, target: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         """``base_loss(clip(logits), target, *args, **kwargs)``."""
         if not args and not kwargs:
@@ -135,7 +128,7 @@ class LogitClipLoss(nn.Module):
         finite rows and non-finite rows to non-finite rows, so they pass or fail together. On a
         failure this returns ``None`` and the composed path raises the base loss's own error. The
         checked weight and the prepared function are kept while the base, its weight and this
-        module's settings are unchanged (see :meth:`ClassWeightedLoss._prepared`).
+        module's settings are unchanged (see :mod:`tailwise.functional._prepared`).
         """
         base = self._modules.get("base_loss")
         if type(base) is not CrossEntropyLoss or base.label_smoothing != 0.0:
@@ -149,30 +142,14 @@ class LogitClipLoss(nn.Module):
         if dtype not in _FUSED_DTYPES or c == 0:
             return None
         weight, reduction = base._buffers.get("weight"), base.reduction
-        try:  # inference tensors have no version counter: such state is not cached
-            key = (
-                id(base),
-                id(weight),
-                getattr(weight, "_version", None),
-                reduction,
-                dtype,
-                logits.device,
-                c,
-                self._tau,
-                self._p,
-                self._mode,
-            )
-        except RuntimeError:
-            key = None
-        hit = self._prepared_fn
-        if hit is not None and hit[0] == key and (hit[1] or not validation_enabled()):
-            return hit[2]
-        checked = validation_enabled()
-        reduction = check_reduction(reduction)
-        w = None if weight is None else check_weight(weight, c).to(device=logits.device, dtype=dtype)
-        fn = clip_cross_entropy_fn(logits, self._tau, self._p, self._mode, w, reduction)
-        if key is not None:
-            self._prepared_fn = (key, checked, fn, (base, weight))
+        key = PreparedLosses.key("logit_clip", logits, weight, reduction, self._tau, self._p, self._mode)
+        fn = self._prepared.get(key)
+        if fn is None:
+            reduction = check_reduction(reduction)
+            w = None if weight is None else check_weight(weight, c).to(device=logits.device, dtype=dtype)
+            fn = clip_cross_entropy_fn(logits, self._tau, self._p, self._mode, w, reduction)
+            if fn is not None:
+                self._prepared.put(key, fn, (weight,))
         return fn
 
     # Trainer hooks, forwarded to the base loss when it has them.
