@@ -333,18 +333,16 @@ def clip_cross_entropy_fn(
     Arguments already checked: float32/float64 ``(N, C)`` logits with ``C > 0``, int64 labels in
     range, ``weight`` in the logits' dtype and device. ``None`` where the settings are outside the
     fused kernel's range. Float32 CPU logits with fewer than 16 classes (any batch size) compose native
-    operations in the transposed layout (:func:`_transposed_composite_fn`); the rest run the fused
+    operations in the transposed layout (:func:`_composite_fn`); the rest run the fused
     function (see :func:`_composite_path`).
     """
     official = mode == "official"
     if tau < _MIN_OFFICIAL_TAU if official else tau > _MAX_CONTINUOUS_TAU:
         return None
-    if _transposed(like) and _composite_path(like):
-        return _transposed_composite_fn(tau, p, official, weight, reduction)
+    if _composite_path(like):
+        return _composite_fn(tau, p, official, weight, reduction, _transposed(like))
 
     def fn(z: Tensor, target: Tensor) -> Tensor:
-        if _composite_path(z):
-            return _clip_cross_entropy_composite(z, target, tau, p, official, weight, reduction, _transposed(z))
         if z.requires_grad and torch.is_grad_enabled():
             return _ClipCrossEntropy.apply(z, target, tau, p, official, weight, reduction)
         clipped = torch.mul(z, _row_scales(z, tau, p, official, False)[1])
@@ -353,37 +351,45 @@ def clip_cross_entropy_fn(
     return fn
 
 
-def _transposed_composite_fn(
-    tau: float, p: float, official: bool, weight: Tensor | None, reduction: str
+def _composite_fn(
+    tau: float, p: float, official: bool, weight: Tensor | None, reduction: str, transposed: bool
 ) -> Callable[[Tensor, Tensor], Tensor]:
-    """:func:`_clip_cross_entropy_composite` in the transposed layout, one function per clipping rule.
+    r"""The clipped cross-entropy from native differentiable operations, one function per clipping rule.
 
-    These run once per training step on small batches, where every Python call shows.
+    The Python backward of :class:`_ClipCrossEntropy` costs more than a few native backward nodes on
+    a small batch (see :mod:`tailwise.functional._fused`); these functions run once per training step,
+    where every Python call shows. The clipping is
+    :math:`z / \max(\lVert z\rVert, \delta) \cdot \delta`, which is :func:`_clip_reference`'s
+    :math:`z \min(1, \delta/\lVert z\rVert)` (both pass the gradient through the norm at the bound and
+    leave zero rows unchanged with a zero gradient through the norm); ``official`` is the reference's
+    expression. ``transposed`` (float32 CPU logits with fewer than 16 classes): computed in the
+    ``(C, N)`` layout.
     """
     nll_loss, log_softmax, vector_norm = F.nll_loss, torch.log_softmax, torch.linalg.vector_norm
+    dim = 0 if transposed else 1
     if official:
 
         def official_fn(z: Tensor, target: Tensor) -> Tensor:
-            zt = z.t()
-            m = vector_norm(zt, ord=p, dim=0, keepdim=True) + _OFFICIAL_EPS
-            clipped = torch.where(m > tau, zt / m / tau, zt)
-            return nll_loss(log_softmax(clipped, 0).t(), target, weight=weight, reduction=reduction)
+            zz = z.t() if transposed else z
+            m = vector_norm(zz, ord=p, dim=dim, keepdim=True) + _OFFICIAL_EPS
+            log_p = log_softmax(torch.where(m > tau, zz / m / tau, zz), dim)
+            return nll_loss(log_p.t() if transposed else log_p, target, weight=weight, reduction=reduction)
 
         return official_fn
     if tau == 1.0:
 
         def unit_bound_fn(z: Tensor, target: Tensor) -> Tensor:
-            zt = z.t()
-            clipped = zt / vector_norm(zt, ord=p, dim=0, keepdim=True).clamp_min(1.0)
-            return nll_loss(log_softmax(clipped, 0).t(), target, weight=weight, reduction=reduction)
+            zz = z.t() if transposed else z
+            log_p = log_softmax(zz / vector_norm(zz, ord=p, dim=dim, keepdim=True).clamp_min(1.0), dim)
+            return nll_loss(log_p.t() if transposed else log_p, target, weight=weight, reduction=reduction)
 
         return unit_bound_fn
     bound = 1.0 / tau
 
     def continuous_fn(z: Tensor, target: Tensor) -> Tensor:
-        zt = z.t()
-        clipped = zt / (vector_norm(zt, ord=p, dim=0, keepdim=True).clamp_min(bound) * tau)
-        return nll_loss(log_softmax(clipped, 0).t(), target, weight=weight, reduction=reduction)
+        zz = z.t() if transposed else z
+        log_p = log_softmax(zz / (vector_norm(zz, ord=p, dim=dim, keepdim=True).clamp_min(bound) * tau), dim)
+        return nll_loss(log_p.t() if transposed else log_p, target, weight=weight, reduction=reduction)
 
     return continuous_fn
 
@@ -397,39 +403,6 @@ def _composite_path(z: Tensor) -> bool:
     calls). Tests force either path on any input; both give the reference's value and gradient.
     """
     return _transposed(z)
-
-
-def _clip_cross_entropy_composite(
-    z: Tensor,
-    target: Tensor,
-    tau: float,
-    p: float,
-    official: bool,
-    weight: Tensor | None,
-    reduction: str,
-    transposed: bool,
-) -> Tensor:
-    r"""The clipped cross-entropy from native differentiable operations (the path for small inputs).
-
-    The Python backward of :class:`_ClipCrossEntropy` costs more than a few native backward nodes on
-    a small batch (see :mod:`tailwise.functional._fused`). The clipping is
-    :math:`z / \max(\lVert z\rVert, \delta) \cdot \delta`, which is :func:`_clip_reference`'s
-    :math:`z \min(1, \delta/\lVert z\rVert)` (both pass the gradient through the norm at the bound and
-    leave zero rows unchanged with a zero gradient through the norm); ``official`` is the reference's
-    expression. ``transposed`` (float32 CPU logits with fewer than 16 classes): computed in the
-    ``(C, N)`` layout.
-    """
-    zz, dim = (z.t(), 0) if transposed else (z, 1)
-    norms = torch.linalg.vector_norm(zz, ord=p, dim=dim, keepdim=True)
-    if official:
-        m = norms + _OFFICIAL_EPS
-        clipped = torch.where(m > tau, zz / m / tau, zz)
-    elif tau == 1.0:
-        clipped = zz / norms.clamp_min(1.0)
-    else:
-        clipped = zz / (norms.clamp_min(1.0 / tau) * tau)
-    log_p = torch.log_softmax(clipped, dim)
-    return F.nll_loss(log_p.t() if transposed else log_p, target, weight=weight, reduction=reduction)
 
 
 def _check_logits(logits: Tensor) -> None:
