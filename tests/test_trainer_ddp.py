@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import socket
@@ -43,6 +44,7 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
+    faulthandler.enable()  # an abort in a rank prints that rank's Python stack
     os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     try:
@@ -56,6 +58,8 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
             "sampler_len": len(trainer.sampler),
         }
         Path(out, f"rank{rank}.json").write_text(json.dumps(result))
+        trainer.close()
+        del trainer
     finally:
         shutdown_distributed()
 
@@ -78,14 +82,39 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
                                rtol=0, atol=1e-6)
 
 
-def test_shutdown_waits_for_every_rank_unless_an_exception_propagates(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[str] = []
+class _FakeStore:
+    """Counts ``add`` calls; another rank's reports arrive after ``delay`` polls."""
+
+    def __init__(self, calls: list[str], others: int, delay: int) -> None:
+        self.calls, self.others, self.delay, self.value, self.polls = calls, others, delay, 0, 0
+
+    def add(self, key: str, amount: int) -> int:
+        assert key == "tailwise/shutdown"
+        self.calls.append(f"add{amount}")
+        self.value += amount
+        if amount == 0:
+            self.polls += 1
+            if self.polls == self.delay:
+                self.value += self.others
+        return self.value
+
+
+def _patch_group(monkeypatch: pytest.MonkeyPatch, calls: list[str], rank: int, store: object) -> None:
+    import tailwise.train.distributed as twd
+
     monkeypatch.setattr(dist, "is_initialized", lambda: True)
     monkeypatch.setattr(dist, "get_world_size", lambda *a, **k: 2)
+    monkeypatch.setattr(dist, "get_rank", lambda *a, **k: rank)
     monkeypatch.setattr(dist, "barrier", lambda *a, **k: calls.append("barrier"))
     monkeypatch.setattr(dist, "destroy_process_group", lambda *a, **k: calls.append("destroy"))
+    monkeypatch.setattr(twd, "_default_store", lambda: store)
+
+
+def test_shutdown_waits_for_every_rank_unless_an_exception_propagates(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    _patch_group(monkeypatch, calls, rank=1, store=_FakeStore(calls, others=1, delay=1))
     shutdown_distributed()
-    assert calls == ["barrier", "destroy"]
+    assert calls == ["barrier", "destroy", "add1"]  # a non-hosting rank reports and returns
     calls.clear()
     with pytest.raises(RuntimeError, match="rank failed"):
         try:
@@ -93,3 +122,23 @@ def test_shutdown_waits_for_every_rank_unless_an_exception_propagates(monkeypatc
         finally:
             shutdown_distributed()  # the other ranks may never reach a barrier: none here
     assert calls == ["destroy"]
+
+
+def test_shutdown_rank0_outlives_the_other_ranks_reports(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    _patch_group(monkeypatch, calls, rank=0, store=_FakeStore(calls, others=1, delay=3))
+    shutdown_distributed()
+    assert calls == ["barrier", "destroy", "add1", "add0", "add0", "add0"]  # until both ranks reported
+    calls.clear()
+    _patch_group(monkeypatch, calls, rank=0, store=_FakeStore(calls, others=0, delay=1))
+    shutdown_distributed(timeout=0.05)  # a rank that never reports: rank 0 gives up after the timeout
+    assert calls[:3] == ["barrier", "destroy", "add1"] and set(calls[3:]) == {"add0"}
+
+
+def test_close_drops_the_ddp_wrapper(tmp_path: Path) -> None:
+    trainer = Trainer(_config(), run_dir=tmp_path, log=None)
+    trainer.ddp_model = torch.nn.Sequential(trainer.model)  # stands in for the wrapper
+    trainer.close()
+    assert trainer.ddp_model is trainer.model
+    trainer.close()
+    assert trainer.ddp_model is trainer.model

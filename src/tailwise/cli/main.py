@@ -78,6 +78,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     try:
         summary = trainer.fit()
     except (FloatingPointError, RuntimeError, ValueError) as err:
+        trainer.close()
         shutdown_distributed()  # inside the handler: no barrier, the other ranks may have failed too
         if os.environ.get("TAILWISE_DEBUG"):
             raise
@@ -88,6 +89,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"run folder: {trainer.run_dir}")
         print(f"test accuracy  best-on-val (epoch {summary['best_epoch']}): {best['accuracy']:.4f}  last: {last['accuracy']:.4f}")
         print(f"test balanced  best-on-val: {best['balanced_accuracy']:.4f}  last: {last['balanced_accuracy']:.4f}")
+    trainer.close()
     shutdown_distributed()  # under torchrun: every rank reaches this point, then the group is destroyed
     return 0
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
+import time
 from dataclasses import dataclass
 
 import torch
@@ -44,18 +46,53 @@ def init_distributed(device: torch.device) -> DistInfo:
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank)
 
 
-def shutdown_distributed() -> None:
+def shutdown_distributed(timeout: float = 60.0) -> None:
     """Destroy the process group if one is initialised, after every rank has reached this point.
 
-    Without the barrier a rank may tear its group down while another still talks to it (rank 0 hosts
-    the rendezvous store); with gloo that intermittently aborts a process at exit. Called while an
-    exception propagates (from a ``finally`` block), it skips the barrier: the other ranks may never
-    reach theirs.
+    The teardown is ordered so that no rank tears down what another still uses:
+
+    1. every rank waits at a barrier (skipped while an exception propagates, i.e. when called from a
+       ``finally`` block during an error: the other ranks may never reach theirs);
+    2. unreachable objects are collected, so that a dropped ``DistributedDataParallel`` reducer or a
+       finished work handle releases the group now rather than at interpreter exit;
+    3. every rank destroys its group and then reports on the rendezvous store; rank 0, which hosts the
+       store when launched without an agent, waits (up to ``timeout`` seconds) for every report before
+       it returns, so the store outlives the other ranks' teardown.
+
+    Args:
+        timeout: seconds rank 0 waits for the other ranks' reports in step 3.
     """
-    if dist.is_available() and dist.is_initialized():
-        if dist.get_world_size() > 1 and sys.exc_info()[0] is None:
-            dist.barrier()
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    world, rank = dist.get_world_size(), dist.get_rank()
+    orderly = world > 1 and sys.exc_info()[0] is None
+    store = _default_store() if orderly else None
+    if orderly:
+        dist.barrier()
+    gc.collect()
+    dist.destroy_process_group()
+    if store is None:
+        return
+    try:
+        count = store.add(_EXIT_KEY, 1)
+        deadline = time.monotonic() + timeout
+        while rank == 0 and count < world and time.monotonic() < deadline:
+            time.sleep(0.01)
+            count = store.add(_EXIT_KEY, 0)
+    except RuntimeError:  # a rank's store connection already closed: nothing left to order
+        pass
+
+
+_EXIT_KEY = "tailwise/shutdown"
+
+
+def _default_store() -> dist.Store | None:
+    """The default group's rendezvous store, where this torch build exposes it."""
+    getter = getattr(dist.distributed_c10d, "_get_default_store", None)
+    try:
+        return getter() if getter is not None else None
+    except (RuntimeError, ValueError):
+        return None
 
 
 def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:

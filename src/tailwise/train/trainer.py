@@ -528,6 +528,15 @@ class Trainer:
                 self._plot(best_metrics)
         return summary
 
+    def close(self) -> None:
+        """Drop the ``DistributedDataParallel`` wrapper (its reducer holds the process group).
+
+        Call before :func:`~tailwise.train.distributed.shutdown_distributed` so the group is released
+        when it is destroyed, not later at interpreter exit. The trainer stays usable on one process:
+        :meth:`evaluate` and :meth:`predict` run the plain model. Idempotent.
+        """
+        self.ddp_model = self.model
+
     def epoch_last(self) -> int:
         return self.history[-1]["epoch"] if self.history else -1
 
