@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -152,6 +153,70 @@ def test_large_batch_matches_plain_autograd(ties: bool, penalty: str, reduction:
     torch.testing.assert_close(a.grad, b.grad)
 
 
+@pytest.mark.parametrize("upstream", [1.0, 0.7])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize(
+    ("shape", "dtype", "kernel"),
+    [((1024, 100), torch.float64, "_CALSPhrMean"), ((7, 5), torch.float64, "_CALSPhrMean"),
+     ((37, 6), torch.float32, "_CALSPhrMeanTransposed")],
+)
+def test_unweighted_phr_gradient_formed_ahead(
+    shape: tuple[int, int], dtype: torch.dtype, kernel: str, ties: bool, reduction: str, upstream: float
+) -> None:
+    # phr without class weights and with a mean or sum forms the gradient in the forward; a unit
+    # upstream gradient is handed on as the saved tensor itself, which autograd must neither alter
+    # nor alias with .grad
+    g = torch.Generator().manual_seed(6)
+    n, c = shape
+    z = (torch.randn(n, c, dtype=torch.float64, generator=g) * 4).to(dtype).double()
+    if ties:
+        z = z.round()
+        z[:, 3] = z.amax(dim=1)
+    y = torch.randint(c, (n,), generator=g)
+    lam = torch.rand(c, dtype=torch.float64, generator=g)
+    rho = torch.rand(c, dtype=torch.float64, generator=g) + 0.5
+    tol = {} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-5}
+    a = z.to(dtype, copy=True).requires_grad_(True)
+    b = z.clone().requires_grad_(True)
+    fused = cals_loss(a, y, lam, rho, margin=3.0, reduction=reduction)
+    assert type(fused.grad_fn).__name__ == kernel + "Backward"
+    plain = _plain_cals(b, y, lam, rho, None, reduction)
+    torch.testing.assert_close(fused.double(), plain, **tol)
+    with torch.no_grad():
+        torch.testing.assert_close(cals_loss(a, y, lam, rho, margin=3.0, reduction=reduction).double(), plain, **tol)
+    up = torch.tensor(upstream, dtype=torch.float64)
+    fused.backward(up.to(dtype), retain_graph=True)
+    plain.backward(up)
+    torch.testing.assert_close(a.grad.double(), b.grad, **tol)
+    first = a.grad
+    a.grad.mul_(-5.0)  # an optimiser writing into .grad must not reach the saved gradient
+    a.grad = None
+    fused.backward(up.to(dtype))
+    torch.testing.assert_close(a.grad.double(), b.grad, **tol)
+    assert a.grad.data_ptr() != first.data_ptr()
+
+
+def test_unweighted_phr_gradient_through_two_consumers_and_double_backward() -> None:
+    g = torch.Generator().manual_seed(7)
+    z = torch.randn(8, 5, dtype=torch.float64, generator=g) * 3
+    y = torch.randint(5, (8,), generator=g)
+    lam = torch.rand(5, dtype=torch.float64, generator=g)
+    rho = torch.rand(5, dtype=torch.float64, generator=g) + 0.5
+    x = z.clone().requires_grad_(True)
+    h = x * 2.0  # a non-leaf read by the loss and by another term
+    (h.sum() + cals_loss(h, y, lam, rho, margin=3.0)).backward()
+    x2 = z.clone().requires_grad_(True)
+    h2 = x2 * 2.0
+    (h2.sum() + _plain_cals(h2, y, lam, rho, None, "mean")).backward()
+    torch.testing.assert_close(x.grad, x2.grad)
+    with validation_disabled():
+        assert torch.autograd.gradcheck(lambda t: cals_loss(t, y, lam, rho, margin=3.0), (z.clone().requires_grad_(True),))
+        assert torch.autograd.gradgradcheck(
+            lambda t: cals_loss(t, y, lam, rho, margin=3.0, reduction="sum"), (z.clone().requires_grad_(True),)
+        )
+
+
 def _plain_cals(z: torch.Tensor, y: torch.Tensor, lam: object, rho: object, w: object, reduction: str) -> torch.Tensor:
     """CE + CALS phr penalty (margin 3) through plain autograd operations."""
     ce = F.cross_entropy(z, y, weight=w, reduction="none" if reduction == "none" else reduction)
@@ -184,7 +249,8 @@ def test_small_float32_path_matches_plain_autograd(
     upstream = torch.rand(n, dtype=torch.float64, generator=g) if reduction == "none" else torch.tensor(1.3, dtype=torch.float64)
     a = z.float().requires_grad_(True)
     fast = cals_loss(a, y, lam, rho, margin=3.0, weight=w, reduction=reduction)
-    assert "CALSPhrTransposed" in type(fast.grad_fn).__name__
+    ahead = w is None and reduction != "none" and n > 0  # the gradient is formed in the forward
+    assert type(fast.grad_fn).__name__ == ("_CALSPhrMeanTransposed" if ahead else "_CALSPhrTransposed") + "Backward"
     b = z.clone().requires_grad_(True)
     plain = _plain_cals(b, y, lam, rho, w, reduction)
     torch.testing.assert_close(fast.double(), plain, rtol=1e-5, atol=1e-5, equal_nan=True)
@@ -338,6 +404,39 @@ def test_bad_inputs() -> None:
     with pytest.raises(ValueError, match="weight must be a 1-D tensor with 5 entries"):
         CALSLoss(num_classes=5, weight=[1.0, 2.0])
     assert math.isfinite(float(cals_validation_stats(z, 1e-6, 1.0)[0].sum()))
+
+
+@pytest.mark.parametrize("bad", [-1, -100, 5])
+@pytest.mark.parametrize(
+    ("dtype", "penalty", "weighted", "reduction"),
+    [(torch.float32, "phr", False, "mean"), (torch.float32, "phr", True, "none"), (torch.float32, "phr", False, "none"),
+     (torch.float64, "phr", False, "sum"),
+     (torch.float64, "phr", True, "mean"), (torch.float64, "p2", False, "mean")],
+)
+def test_cpu_checks_by_computation(dtype: torch.dtype, penalty: str, weighted: bool, reduction: str, bad: int) -> None:
+    # on the CPU every kernel checks the labels by its own bounds-checked indexing and the logits by
+    # the loss's finiteness: the messages are those of the checks in front
+    z = _logits().to(dtype)
+    w = torch.rand(5, dtype=torch.float64) + 0.5 if weighted else None
+    module = CALSLoss(num_classes=5, penalty=penalty, weight=w, reduction=reduction)
+    functional = partial(cals_loss, lambd=0.5, rho=2.0, penalty=penalty, weight=w, reduction=reduction)
+    y = torch.arange(12) % 5  # every class present: the range message is [min(bad, 0), max(bad, 4)]
+    y[4] = bad
+    for loss in (module, functional):
+        with pytest.raises(ValueError, match=rf"labels must lie in \[0, 4\] for 5 classes; got values in \[{min(bad, 0)}, {max(bad, 4)}\]"):
+            loss(z, y)
+        for value in (math.nan, math.inf):
+            z_bad = z.clone()
+            z_bad[3, 1] = value
+            with pytest.raises(ValueError, match=r"logits must be finite; got 1 NaN/Inf value"):
+                loss(z_bad, y.clamp(0, 4))
+        with validation_disabled():  # unchecked: whatever the computation gives
+            z_bad = z.clone()
+            z_bad[3, 1] = math.nan
+            assert not torch.isfinite(loss(z_bad, y.clamp(0, 4))).all()
+    extreme = torch.full((3, 5), 1e30, dtype=dtype)  # finite logits whose loss may overflow: no error
+    extreme[:, 0] = -1e30
+    module(extreme, torch.tensor([0, 1, 2]))
 
 
 # ----------------------------------------------------------------------------- DDP

@@ -9,7 +9,7 @@ inputs were validated once up front.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -262,12 +262,14 @@ def check_logits_target(
     logits_name: str = "logits",
     target_name: str = "target",
     label_range: bool = True,
+    finite: bool = True,
 ) -> bool:
     """Validate ``(logits[N, C], target[N])`` (or soft ``target[N, C]`` when ``allow_soft``).
 
     ``label_range=False`` leaves the range of integer labels to the caller (a CPU computation whose
     indexing raises ``IndexError`` on a label outside ``[0, C)`` and then calls
-    :func:`check_label_range` for the message).
+    :func:`check_label_range` for the message). ``finite=False`` leaves the finiteness of the
+    logits to the caller (see :func:`checked_by_computation`).
 
     Returns:
         ``True`` when ``target`` is a soft (probability) target, ``False`` for class indices.
@@ -305,10 +307,38 @@ def check_logits_target(
             lo, hi = int(lo_t), int(hi_t)
             if lo < 0 or hi >= c:
                 check_label_range(target, c, target_name)
-    if _VALUE_CHECKS:
+    if _VALUE_CHECKS and finite:
         # check_finite(logits_name, logits), its common case inline
         x = logits.detach()
         if x.dtype in _FULL_PRECISION and math.isfinite(float(x.sum())):
             return soft
         check_finite(logits_name, logits)
     return soft
+
+
+def checked_by_computation(
+    fn: Callable[[Tensor, Tensor], Tensor],
+    z: Tensor,
+    target: Tensor,
+    logits: Tensor,
+    logits_name: str = "logits",
+    target_name: str = "target",
+) -> Tensor:
+    """``fn(z, target)`` for a CPU loss that checks its inputs' values by computing.
+
+    The value checks of :func:`check_logits_target` (called with ``label_range=False, finite=False``)
+    done by the computation instead of two extra passes: ``fn`` must index by the labels with bounds
+    checks before anything else (CPU indexing raises outside ``[0, C)``; the handler gives the range
+    message), and the loss is finite whenever the logits are, so only a non-finite loss leads to a scan
+    of ``logits`` (which raises the usual message when they hold NaN or Inf; a non-finite loss of
+    finite logits is returned, as it would be with the checks in front).
+    """
+    try:
+        loss = fn(z, target)
+    except (IndexError, RuntimeError):
+        if _VALUE_CHECKS:
+            check_label_range(target, z.shape[1], target_name)
+        raise
+    if _VALUE_CHECKS and not math.isfinite(float(loss.detach().sum() if loss.ndim else loss.detach())):
+        check_finite(logits_name, logits)
+    return loss

@@ -33,7 +33,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tailwise._validation import check_in_choices, check_logits_target, check_positive, check_reduction, check_weight
+from tailwise._validation import (
+    check_in_choices,
+    check_logits_target,
+    check_positive,
+    check_reduction,
+    check_weight,
+    checked_by_computation,
+)
 from tailwise.functional._fused import _transposed, log_softmax_rows, loss_coefficients, softmax_like
 from tailwise.functional._prepared import PreparedLosses
 from tailwise.functional._reduce import reduce_loss
@@ -237,11 +244,14 @@ def cals_loss(
     """
     key = _PREPARED.key("cals", logits, lambd, rho, margin, penalty, normalize, reduction, weight)
     fn = _PREPARED.get(key)
-    check_logits_target(logits, target)
+    on_cpu = isinstance(logits, Tensor) and logits.is_cpu
+    check_logits_target(logits, target, label_range=not on_cpu, finite=not on_cpu)
     z = _compute_logits(logits)
     if fn is None:
         fn = cals_fn(z, lambd, rho, margin, penalty, normalize, reduction, weight)
         _PREPARED.put(key, fn, (lambd, rho, weight))
+    if on_cpu:  # every kernel indexes by the labels first, with bounds checks
+        return checked_by_computation(fn, z, target.long(), logits)
     return fn(z, target.long())
 
 
@@ -284,10 +294,30 @@ def cals_fn(
         alpha, beta, q, k = consts
         columns = (alpha.reshape(-1, 1), beta.reshape(-1, 1), q.reshape(-1, 1), float(k))
 
+        if w is None and reduction != "none":
+
+            def transposed_mean_fn(z: Tensor, target: Tensor) -> Tensor:
+                if z.shape[0] == 0:
+                    return _CALSPhrTransposed.apply(z, target, lam, r, columns, margin, normalize, reduction, w)
+                return _CALSPhrMeanTransposed.apply(
+                    z, target, lam, r, columns, margin, normalize, reduction, torch.is_grad_enabled()
+                )
+
+            return transposed_mean_fn
+
         def transposed_fn(z: Tensor, target: Tensor) -> Tensor:
             return _CALSPhrTransposed.apply(z, target, lam, r, columns, margin, normalize, reduction, w)
 
         return transposed_fn
+
+    if w is None and reduction != "none":
+
+        def phr_mean_fn(z: Tensor, target: Tensor) -> Tensor:
+            if z.shape[0] == 0:
+                return _CALSLoss.apply(z, target, lam, r, consts, margin, penalty, normalize, reduction, w)
+            return _CALSPhrMean.apply(z, target, lam, r, consts, margin, normalize, reduction, torch.is_grad_enabled())
+
+        return phr_mean_fn
 
     def phr_fn(z: Tensor, target: Tensor) -> Tensor:
         return _CALSLoss.apply(z, target, lam, r, consts, margin, penalty, normalize, reduction, w)
@@ -379,23 +409,9 @@ class _CALSLoss(torch.autograd.Function):
         reduction: str,
         weight: Tensor | None,
     ) -> Tensor:
-        n, c = z.shape
         log_p = log_softmax_rows(z)
         ce = log_p.gather(1, target.unsqueeze(1)).squeeze(1).neg_()
-        at_max = arg_max = None
-        if z.device.type == "cpu" and n * c >= _TIE_SCAN_MIN_SIZE:
-            zmax, arg_max = z.max(dim=1, keepdim=True)
-            d = torch.sub(zmax, z)  # >= 0, and 0 exactly at the maxima
-            if c > 1:  # is there a second zero in some row?
-                d.scatter_(1, arg_max, 1.0)
-                tied = bool((d.amin(dim=1) == 0).any())
-                d.scatter_(1, arg_max, 0.0)
-                if tied:
-                    at_max, arg_max = z == zmax, None
-        else:
-            zmax = z.amax(dim=-1, keepdim=True)
-            d = torch.sub(zmax, z)
-            at_max = torch.eq(z, zmax, out=torch.empty_like(d))  # as 0/1 in the logits' dtype
+        d, at_max, arg_max = _distance_to_max(z)
         if consts is not None:  # phr: u = sqrt(w) P'(h) in place in d, penalty ||u||^2 - k
             alpha, beta, _, k = consts
             deriv = torch.addcmul(alpha, d, beta, out=d).clamp_min_(0)
@@ -443,11 +459,165 @@ class _CALSLoss(torch.autograd.Function):
             g_d = deriv.mul(q)  # deriv is saved: a second backward (retain_graph) reads it again
             grad_z.addcmul_(g_d, c_pen, value=-1)
             share = g_d.sum(dim=1, keepdim=True).mul_(c_pen)
-        if at_max is None:
-            grad_z.scatter_add_(1, arg_max, share)
-        else:
-            grad_z.addcmul_(at_max, share.div_(at_max.sum(dim=1, keepdim=True)))
+        _add_at_max(grad_z, share, at_max, arg_max)
         return (grad_z, *nones)
+
+
+def _distance_to_max(z: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """``d = max_k z_k - z`` in a fresh ``(N, C)`` tensor, and where the maxima are.
+
+    Returns ``(d, at_max, arg_max)`` with exactly one of the last two set: ``arg_max`` ``(N, 1)``
+    when no row has tied maxima (found on CPU for large inputs: the maximum with its index, then one
+    scan for a second zero of ``d``), otherwise the 0/1 mask ``at_max`` of the maxima in the logits'
+    dtype (always for small inputs, and on other devices, where a tie scan would synchronise).
+    """
+    n, c = z.shape
+    if z.device.type == "cpu" and n * c >= _TIE_SCAN_MIN_SIZE:
+        zmax, arg_max = z.max(dim=1, keepdim=True)
+        d = torch.sub(zmax, z)  # >= 0, and 0 exactly at the maxima
+        if c > 1:  # is there a second zero in some row?
+            d.scatter_(1, arg_max, 1.0)
+            tied = bool((d.amin(dim=1) == 0).any())
+            d.scatter_(1, arg_max, 0.0)
+            if tied:
+                return d, torch.eq(z, zmax, out=torch.empty_like(d)), None
+        return d, None, arg_max
+    zmax = z.amax(dim=-1, keepdim=True)
+    d = torch.sub(zmax, z)
+    return d, torch.eq(z, zmax, out=torch.empty_like(d)), None
+
+
+def _add_at_max(grad: Tensor, share: Tensor, at_max: Tensor | None, arg_max: Tensor | None) -> None:
+    """Add each row's ``share`` ``(N, 1)`` to ``grad`` at its maxima, split evenly among ties (``amax``)."""
+    if arg_max is not None:
+        grad.scatter_add_(1, arg_max, share)
+    else:
+        assert at_max is not None
+        grad.addcmul_(at_max, share.div_(at_max.sum(dim=1, keepdim=True)))
+
+
+class _CALSPhrMean(torch.autograd.Function):
+    r"""CALS with the ``phr`` penalty, unweighted ``"mean"`` or ``"sum"`` reduction, gradient formed ahead.
+
+    With one coefficient for both terms (:math:`c = g/N` for the mean, :math:`g` for the sum, where
+    :math:`g` is the upstream gradient), the gradient is :math:`c\,G` with
+
+    .. math:: G = \operatorname{softmax}(z) - e_y - q \odot u + rac{[d = 0]}{\#\{d = 0\}} \sum_j q_j u_j
+
+    (:math:`u`, :math:`q` of :func:`_phr_constants`). The forward builds :math:`G` in the buffer of
+    the log-softmax, once the cross-entropy has been read from it, and frees :math:`u`; the backward
+    is one product. One ``(N, C)`` tensor stays saved instead of two, and on large inputs the forward
+    and backward touch memory in fewer passes than :class:`_CALSLoss`. The loss is
+    :math:`(\sum_i \mathrm{CE}_i + \lVert u
+Vert_F^2 - N k)` over :math:`N` (or not) for the sum.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        z: Tensor,
+        target: Tensor,
+        lam: Tensor,
+        r: Tensor,
+        consts: tuple[Tensor, ...],
+        margin: float,
+        normalize: bool,
+        reduction: str,
+        grad_enabled: bool,
+    ) -> Tensor:
+        n = z.shape[0]
+        alpha, beta, q, k = consts
+        buf = log_softmax_rows(z)
+        ce = buf.gather(1, target.unsqueeze(1)).sum()
+        d, at_max, arg_max = _distance_to_max(z)
+        u = torch.addcmul(alpha, d, beta, out=d).clamp_min_(0)  # sqrt(w) P'(h)
+        loss = torch.linalg.vector_norm(u).square_().sub_(ce).sub_(k * n)
+        if reduction == "mean":
+            loss.div_(n)
+        if grad_enabled and ctx.needs_input_grad[0]:  # (under no_grad the flag is still set)
+            grad = buf.exp_()
+            grad.scatter_add_(1, target.unsqueeze(1), torch.full((n, 1), -1.0, dtype=z.dtype, device=z.device))
+            grad.addcmul_(u, q, value=-1)
+            _add_at_max(grad, torch.mv(u, q).unsqueeze_(1), at_max, arg_max)
+            if reduction == "mean":
+                grad.mul_(1.0 / n)
+            ctx.save_for_backward(grad, z, target, lam, r)
+        ctx.options = (margin, normalize, reduction)
+        return loss
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        g, z, target, lam, r = ctx.saved_tensors
+        margin, normalize, reduction = ctx.options
+        nones = (None,) * 8
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the plain expression
+            with torch.enable_grad():
+                loss = _cals_reference(z, target, lam, r, margin, "phr", normalize, reduction, None)
+                (grad_z,) = torch.autograd.grad(loss, z, grad, create_graph=True)
+            return (grad_z, *nones)
+        if grad.device.type == "cpu" and bool(grad == 1):
+            # the usual loss.backward(): the saved gradient itself (autograd never writes into it;
+            # it accumulates into or copies to .grad), which spares a pass and an (N, C) buffer
+            return (g, *nones)
+        return (g * grad, *nones)
+
+
+class _CALSPhrMeanTransposed(torch.autograd.Function):
+    r""":class:`_CALSPhrMean` in the transposed ``(C, N)`` layout of :class:`_CALSPhrTransposed`.
+
+    For float32 CPU logits with fewer than 16 classes, the ``phr`` penalty, no class weights and a
+    ``"mean"`` or ``"sum"`` reduction: the forward forms the scaled gradient :math:`G^\top` (the
+    log-softmax buffer reused) and the backward is one product, so the Python backward does almost
+    nothing and no tensor but :math:`G` stays saved.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        z: Tensor,
+        target: Tensor,
+        lam: Tensor,
+        r: Tensor,
+        columns: tuple[Any, ...],
+        margin: float,
+        normalize: bool,
+        reduction: str,
+        grad_enabled: bool,
+    ) -> Tensor:
+        alpha, beta, q_col, k = columns
+        n = z.shape[0]
+        zt = z.t()
+        buf = torch.log_softmax(zt, 0)
+        rows = target.unsqueeze(0)
+        log_p_sum = float(buf.gather(0, rows).sum())
+        zmax = zt.amax(dim=0, keepdim=True)
+        d = torch.sub(zmax, zt)
+        at_max = torch.eq(zt, zmax, out=torch.empty_like(d))  # 0/1 in the logits' dtype
+        u = torch.addcmul(alpha, d, beta, out=d).clamp_min_(0)  # sqrt(w) P'(h), (C, N)
+        # the reductions are CPU scalars here: the loss is formed in double precision
+        scale = 1.0 / n if reduction == "mean" else 1.0
+        value = (float(torch.linalg.vector_norm(u)) ** 2 - log_p_sum - k * n) * scale
+        if grad_enabled and ctx.needs_input_grad[0]:  # (under no_grad the flag is still set)
+            grad_t = buf.exp_().scatter_(0, rows, -1.0, reduce="add")
+            grad_t.addcmul_(u, q_col, value=-1)
+            share = torch.mm(q_col.t(), u)  # sum_j q_j u_j per sample, (1, N)
+            grad_t.addcmul_(at_max, share.div_(at_max.sum(dim=0, keepdim=True)))
+            ctx.save_for_backward(grad_t, z, target, lam, r)
+            ctx.scale = scale
+        ctx.options = (margin, normalize, reduction)
+        return torch.scalar_tensor(value, dtype=z.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        grad_t, z, target, lam, r = ctx.saved_tensors
+        nones = (None,) * 8
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the plain expression
+            margin, normalize, reduction = ctx.options
+            with torch.enable_grad():
+                loss = _cals_reference(z, target, lam, r, margin, "phr", normalize, reduction, None)
+                (grad_z,) = torch.autograd.grad(loss, z, grad, create_graph=True)
+            return (grad_z, *nones)
+        return (grad_t.t().mul(float(grad) * ctx.scale), *nones)
 
 
 class _CALSPhrTransposed(torch.autograd.Function):
@@ -480,7 +650,12 @@ class _CALSPhrTransposed(torch.autograd.Function):
         alpha, beta, _, k = columns
         zt = z.t()
         log_p = torch.log_softmax(zt, 0)
-        loss = F.nll_loss(log_p.t(), target, weight=weight, reduction=reduction)
+        # the labels index first, with bounds checks (nll_loss would skip a label of -100)
+        sample_weight = None if weight is None else weight.index_select(0, target)
+        if weight is None:
+            loss = reduce_loss(log_p.gather(0, target.unsqueeze(0)).squeeze(0).neg_(), reduction)
+        else:
+            loss = F.nll_loss(log_p.t(), target, weight=weight, reduction=reduction)
         zmax = zt.amax(dim=0, keepdim=True)
         u = torch.addcmul(alpha, torch.sub(zmax, zt), beta).clamp_min_(0)  # sqrt(w) P'(h), (C, N)
         n = zt.shape[1]
@@ -491,7 +666,6 @@ class _CALSPhrTransposed(torch.autograd.Function):
             loss.add_(squares.sum(), alpha=1.0 / n if n else math.nan).sub_(k)
         else:
             loss.add_(squares.sum()).sub_(k * n)
-        sample_weight = None if weight is None else weight.index_select(0, target)
         ctx.save_for_backward(z, log_p, target, lam, r, u, zmax, weight, sample_weight)
         ctx.options = (margin, normalize, reduction, columns[2])
         return loss

@@ -20,6 +20,7 @@ from tailwise._validation import (
     check_logits_target,
     check_positive,
     check_reduction,
+    checked_by_computation,
     describe,
 )
 from tailwise.functional._prepared import PreparedLosses
@@ -198,7 +199,11 @@ class CALSLoss(nn.Module):
         """Cross-entropy plus the CALS penalty at the current multipliers."""
         # cals_loss(logits, target, self.lambd, ...) with the same checks; the buffers (constants during
         # training) are checked and cast, and the penalty's constants derived, once per change.
-        check_logits_target(logits, target)
+        # On the CPU the labels' range and the logits' finiteness are checked by the computation (see
+        # checked_by_computation); elsewhere an out-of-range index is a device-side assert, so the
+        # checks come first.
+        on_cpu = isinstance(logits, Tensor) and logits.is_cpu
+        check_logits_target(logits, target, label_range=not on_cpu, finite=not on_cpu)
         z = logits.float() if logits.dtype in _LOW_PRECISION else logits
         buffers = self._buffers
         lambd, rho, weight = buffers["lambd"], buffers["rho"], buffers["weight"]
@@ -208,7 +213,10 @@ class CALSLoss(nn.Module):
         if fn is None:
             fn = cals_fn(z, lambd, rho, margin, penalty, normalize, reduction, weight)
             self._prepared.put(key, fn, (lambd, rho, weight))
-        return fn(z, target if target.dtype == torch.int64 else target.long())
+        labels = target if target.dtype == torch.int64 else target.long()
+        if on_cpu:
+            return checked_by_computation(fn, z, labels, logits)
+        return fn(z, labels)
 
     # ------------------------------------------------------------------ multiplier updates
     def reset_update_lambd(self, epoch: int) -> None:
