@@ -270,8 +270,12 @@ def cals_fn(
     The checks (in :func:`cals_loss`'s order, after those of the logits and labels) and the casts of
     the per-class vectors run here, once; a loss module keeps ``fn`` while its state is unchanged.
     ``fn`` takes validated compute logits with ``like``'s dtype, device and number of classes (any
-    batch size) and int64 labels. Float32 CPU logits with fewer than 16 classes and the ``phr``
-    penalty run :class:`_CALSPhrTransposed`; the rest :class:`_CALSLoss`.
+    batch size) and int64 labels. The ``phr`` penalty without class weights and with a ``"mean"`` or
+    ``"sum"`` reduction forms its gradient in the forward (:class:`_CALSPhrMean`, and
+    :class:`_CALSPhrMeanTransposed` for float32 CPU logits with fewer than 16 classes); other ``phr``
+    settings on such logits run :class:`_CALSPhrTransposed`; the rest (and empty batches)
+    :class:`_CALSLoss`. On the CPU each kernel indexes by the labels first, with bounds checks (see
+    :func:`tailwise._validation.checked_by_computation`).
     """
     check_reduction(reduction)
     check_in_choices("penalty", penalty, tuple(CALS_PENALTIES))
@@ -368,6 +372,13 @@ def _cals_reference(
 _TIE_SCAN_MIN_SIZE = 1 << 16
 
 
+def _reference_grad(z: Tensor, grad: Tensor, *args: Any) -> Tensor:
+    """The gradient of :func:`_cals_reference` ``(z, *args)`` with a graph (for ``create_graph=True``)."""
+    with torch.enable_grad():
+        (grad_z,) = torch.autograd.grad(_cals_reference(z, *args), z, grad, create_graph=True)
+    return grad_z
+
+
 class _CALSLoss(torch.autograd.Function):
     r"""Fused CALS loss: :math:`\mathrm{CE}(z, y) + \frac1C\sum_j P(h_{ij})` with the analytic gradient.
 
@@ -435,10 +446,8 @@ class _CALSLoss(torch.autograd.Function):
         if not ctx.needs_input_grad[0]:
             return (None, *nones)
         if torch.is_grad_enabled():  # create_graph=True: differentiate the plain expression
-            with torch.enable_grad():
-                loss = _cals_reference(z, target, lam, r, margin, penalty, normalize, reduction, weight)
-                (grad_z,) = torch.autograd.grad(loss, z, grad, create_graph=True)
-            return (grad_z, *nones)
+            args = (target, lam, r, margin, penalty, normalize, reduction, weight)
+            return (_reference_grad(z, grad, *args), *nones)
         n, c = z.shape
         # gradients reaching each sample's CE term (c_ce) and penalty term (c_pen), shape (N, 1) or ()
         c_ce, c_pen = loss_coefficients(grad, reduction, n, sample_weight)
@@ -551,10 +560,8 @@ Vert_F^2 - N k)` over :math:`N` (or not) for the sum.
         margin, normalize, reduction = ctx.options
         nones = (None,) * 8
         if torch.is_grad_enabled():  # create_graph=True: differentiate the plain expression
-            with torch.enable_grad():
-                loss = _cals_reference(z, target, lam, r, margin, "phr", normalize, reduction, None)
-                (grad_z,) = torch.autograd.grad(loss, z, grad, create_graph=True)
-            return (grad_z, *nones)
+            args = (target, lam, r, margin, "phr", normalize, reduction, None)
+            return (_reference_grad(z, grad, *args), *nones)
         if grad.device.type == "cpu" and bool(grad == 1):
             # the usual loss.backward(): the saved gradient itself (autograd never writes into it;
             # it accumulates into or copies to .grad), which spares a pass and an (N, C) buffer
@@ -566,9 +573,11 @@ class _CALSPhrMeanTransposed(torch.autograd.Function):
     r""":class:`_CALSPhrMean` in the transposed ``(C, N)`` layout of :class:`_CALSPhrTransposed`.
 
     For float32 CPU logits with fewer than 16 classes, the ``phr`` penalty, no class weights and a
-    ``"mean"`` or ``"sum"`` reduction: the forward forms the scaled gradient :math:`G^\top` (the
-    log-softmax buffer reused) and the backward is one product, so the Python backward does almost
-    nothing and no tensor but :math:`G` stays saved.
+    ``"mean"`` or ``"sum"`` reduction: the forward forms :math:`G^\top` (the log-softmax buffer
+    reused) and the backward is one product by the upstream gradient and the reduction's scale. The
+    two reductions (the labels' log-probabilities and :math:`\lVert u\rVert^2`) are read as CPU
+    scalars and the loss is formed from them in double precision, in fewer operations than on tensors;
+    the mask of the maxima is kept in the logits' dtype (no casts in the sums and products).
     """
 
     @staticmethod
@@ -613,10 +622,8 @@ class _CALSPhrMeanTransposed(torch.autograd.Function):
         nones = (None,) * 8
         if torch.is_grad_enabled():  # create_graph=True: differentiate the plain expression
             margin, normalize, reduction = ctx.options
-            with torch.enable_grad():
-                loss = _cals_reference(z, target, lam, r, margin, "phr", normalize, reduction, None)
-                (grad_z,) = torch.autograd.grad(loss, z, grad, create_graph=True)
-            return (grad_z, *nones)
+            args = (target, lam, r, margin, "phr", normalize, reduction, None)
+            return (_reference_grad(z, grad, *args), *nones)
         return (grad_t.t().mul(float(grad) * ctx.scale), *nones)
 
 
@@ -678,10 +685,8 @@ class _CALSPhrTransposed(torch.autograd.Function):
         if not ctx.needs_input_grad[0]:
             return (None, *nones)
         if torch.is_grad_enabled():  # create_graph=True: differentiate the plain expression
-            with torch.enable_grad():
-                loss = _cals_reference(z, target, lam, r, margin, "phr", normalize, reduction, weight)
-                (grad_z,) = torch.autograd.grad(loss, z, grad, create_graph=True)
-            return (grad_z, *nones)
+            args = (target, lam, r, margin, "phr", normalize, reduction, weight)
+            return (_reference_grad(z, grad, *args), *nones)
         zt = z.t()
         n = zt.shape[1]
         at_max = torch.eq(zt, zmax)
