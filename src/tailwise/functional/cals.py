@@ -273,7 +273,7 @@ def cals_fn(
     batch size) and int64 labels. The ``phr`` penalty without class weights and with a ``"mean"`` or
     ``"sum"`` reduction forms its gradient in the forward (:class:`_CALSPhrMean`, and
     :class:`_CALSPhrMeanTransposed` for float32 CPU logits with fewer than 16 classes); other ``phr``
-    settings on such logits run :class:`_CALSPhrTransposed`; the rest (and empty batches)
+    settings on such logits, and empty batches there, run :class:`_CALSPhrTransposed`; the rest
     :class:`_CALSLoss`. On the CPU each kernel indexes by the labels first, with bounds checks (see
     :func:`tailwise._validation.checked_by_computation`).
     """
