@@ -511,14 +511,17 @@ class _CALSPhrMean(torch.autograd.Function):
     With one coefficient for both terms (:math:`c = g/N` for the mean, :math:`g` for the sum, where
     :math:`g` is the upstream gradient), the gradient is :math:`c\,G` with
 
-    .. math:: G = \operatorname{softmax}(z) - e_y - q \odot u + rac{[d = 0]}{\#\{d = 0\}} \sum_j q_j u_j
+    .. math:: G = \operatorname{softmax}(z) - e_y - q \odot u + \frac{[d = 0]}{\#\{d = 0\}} \sum_j q_j u_j
 
-    (:math:`u`, :math:`q` of :func:`_phr_constants`). The forward builds :math:`G` in the buffer of
-    the log-softmax, once the cross-entropy has been read from it, and frees :math:`u`; the backward
-    is one product. One ``(N, C)`` tensor stays saved instead of two, and on large inputs the forward
-    and backward touch memory in fewer passes than :class:`_CALSLoss`. The loss is
-    :math:`(\sum_i \mathrm{CE}_i + \lVert u
-Vert_F^2 - N k)` over :math:`N` (or not) for the sum.
+    (:math:`u`, :math:`q` of :func:`_phr_constants`). The softmax comes from the distances the
+    penalty needs anyway: :math:`e = \exp(-d)` (the shifted exponentials of a stable log-softmax),
+    :math:`s = \sum_j e_j`, :math:`\mathrm{CE} = d_y + \log s` and :math:`\operatorname{softmax} = e/s`,
+    so no separate log-softmax is computed. The forward scales :math:`e` by :math:`1/(s N)` (the
+    mean's :math:`1/N` folded in), adds the other terms in place and hands the buffer to the backward,
+    which returns it (times :math:`g` when :math:`g \ne 1`) as the gradient, without a copy: the
+    buffer then belongs to autograd. A second backward through a retained graph, which finds it gone,
+    differentiates the plain expression instead. The loss is
+    :math:`(\sum_i \mathrm{CE}_i + \lVert u\rVert_F^2 - N k)`, over :math:`N` for the mean.
     """
 
     @staticmethod
@@ -534,39 +537,54 @@ Vert_F^2 - N k)` over :math:`N` (or not) for the sum.
         reduction: str,
         grad_enabled: bool,
     ) -> Tensor:
-        n = z.shape[0]
-        alpha, beta, q, k = consts
-        buf = log_softmax_rows(z)
-        ce = buf.gather(1, target.unsqueeze(1)).sum()
-        d, at_max, arg_max = _distance_to_max(z)
-        u = torch.addcmul(alpha, d, beta, out=d).clamp_min_(0)  # sqrt(w) P'(h)
-        loss = torch.linalg.vector_norm(u).square_().sub_(ce).sub_(k * n)
-        if reduction == "mean":
-            loss.div_(n)
-        if grad_enabled and ctx.needs_input_grad[0]:  # (under no_grad the flag is still set)
-            grad = buf.exp_()
-            grad.scatter_add_(1, target.unsqueeze(1), torch.full((n, 1), -1.0, dtype=z.dtype, device=z.device))
-            grad.addcmul_(u, q, value=-1)
-            _add_at_max(grad, torch.mv(u, q).unsqueeze_(1), at_max, arg_max)
-            if reduction == "mean":
-                grad.mul_(1.0 / n)
-            ctx.save_for_backward(grad, z, target, lam, r)
+        loss, ctx.grad = _phr_mean_terms(z, target, consts, reduction, grad_enabled and ctx.needs_input_grad[0])
+        ctx.save_for_backward(z, target, lam, r)
+        ctx.consts = consts
         ctx.options = (margin, normalize, reduction)
         return loss
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        g, z, target, lam, r = ctx.saved_tensors
+        z, target, lam, r = ctx.saved_tensors
         margin, normalize, reduction = ctx.options
         nones = (None,) * 8
         if torch.is_grad_enabled():  # create_graph=True: differentiate the plain expression
             args = (target, lam, r, margin, "phr", normalize, reduction, None)
             return (_reference_grad(z, grad, *args), *nones)
-        if grad.device.type == "cpu" and bool(grad == 1):
-            # the usual loss.backward(): the saved gradient itself (autograd never writes into it;
-            # it accumulates into or copies to .grad), which spares a pass and an (N, C) buffer
+        g = ctx.grad
+        if g is None:  # handed over by an earlier backward (retain_graph=True): formed again, identically
+            g = _phr_mean_terms(z.detach(), target, ctx.consts, reduction, True)[1]
+        ctx.grad = None
+        if grad.device.type == "cpu" and bool(grad == 1):  # the usual loss.backward()
             return (g, *nones)
-        return (g * grad, *nones)
+        return (g.mul_(grad), *nones)
+
+
+def _phr_mean_terms(
+    z: Tensor, target: Tensor, consts: tuple[Tensor, ...], reduction: str, with_grad: bool
+) -> tuple[Tensor, Tensor | None]:
+    """The loss of :class:`_CALSPhrMean` and, when ``with_grad``, its gradient for a unit upstream gradient."""
+    n = z.shape[0]
+    alpha, beta, q, k = consts
+    rows = target.unsqueeze(1)
+    d, at_max, arg_max = _distance_to_max(z)  # d = max_k z_k - z >= 0
+    d_y = d.gather(1, rows)  # the labels index first (bounds-checked on the CPU)
+    e = torch.neg(d).exp_()  # exp(z - max z), each row's largest entry 1
+    s = e.sum(dim=1, keepdim=True)
+    ce = d_y.sum().add_(s.log().sum())  # sum_i -log softmax(z_i)_{y_i}
+    u = torch.addcmul(alpha, d, beta, out=d).clamp_min_(0)  # sqrt(w) P'(h)
+    loss = torch.linalg.vector_norm(u).square_().add_(ce).sub_(k * n)
+    scale = 1.0 / n if reduction == "mean" else 1.0
+    if reduction == "mean":
+        loss.mul_(scale)
+    if not with_grad:
+        return loss, None
+    grad = e.mul_(s.reciprocal_().mul_(scale))  # softmax / N
+    grad.scatter_add_(1, rows, torch.full((n, 1), -scale, dtype=z.dtype, device=z.device))
+    q_scaled = q * scale
+    grad.addcmul_(u, q_scaled, value=-1)
+    _add_at_max(grad, torch.mv(u, q_scaled).unsqueeze_(1), at_max, arg_max)
+    return loss, grad
 
 
 class _CALSPhrMeanTransposed(torch.autograd.Function):
