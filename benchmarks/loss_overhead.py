@@ -61,6 +61,9 @@ RHO = 100
 N_MAX = 5000
 MARGIN_PRIOR_TARGET = 1.3
 OTHER_TARGET = 2.0
+# a baseline whose interleaved median exceeds its fastest or consecutive-call time by this factor was
+# slowed by the variants run before it (at N=1024 mostly page faults of freshly allocated buffers)
+BASELINE_SLOWED = 1.3
 # registry names and functional forms held to the margin/prior target
 MARGIN_PRIOR = {"ldam", "vs", "la", "bayias", "ldam_loss", "vs_loss", "logit_adjusted_loss", "bayias_loss"}
 # per-loss parameters where the registry default is not the long-tail setting
@@ -267,6 +270,7 @@ def table(variants: list[Variant], per_round: list[list[float]], per_round_min: 
         "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|",
     ]
     misses = []
+    slowed = ce_us > BASELINE_SLOWED * min(ce_min_us, ce_block_us)
     for v in variants:
         if v.kind in ("baseline", "reference"):
             t, med, q1, q3, mr, br = stats[(v.name, None)]
@@ -279,7 +283,7 @@ def table(variants: list[Variant], per_round: list[list[float]], per_round_min: 
         on, off = stats[(v.name, True)], stats[(v.name, False)]
         cells = []
         for label, (t, med, q1, q3, mr, br) in (("on", on), ("off", off)):
-            vd = verdict(med, v.target)
+            vd = verdict(mr if slowed else med, v.target)
             if vd != "PASS":
                 misses.append((f"`{v.name}` ({v.kind}, target {v.target:g}x)",
                                f"val. {label} {med:.2f}x (consecutive calls {br:.2f}x)"))
@@ -287,6 +291,11 @@ def table(variants: list[Variant], per_round: list[list[float]], per_round_min: 
         lines.append(f"| {v.name} | {v.kind} | {v.target:g}x | {cells[0]} | {cells[1]} |")
     head = (f"`F.cross_entropy` baseline: {ce_us:.1f} us per forward+backward (median interleaved call; fastest "
             f"call {ce_min_us:.1f} us; {ce_block_us:.1f} us per call in consecutive blocks).\n\n")
+    if slowed:
+        head += (f"**The interleaved baseline was slowed in this run** (median call {ce_us / ce_block_us:.2f}x its "
+                 "consecutive-call time, by the variants run before it): its interleaved ratios flatter every loss, "
+                 "so at this shape the verdicts use the ratio of minima (the fastest calls, least affected by the "
+                 "allocator's state).\n\n")
     return head + "\n".join(lines), misses
 
 
@@ -352,7 +361,10 @@ rounds of the per-round ratio. The verdict uses the interleaved median, the stri
 every variant run between calls of the others, the Python-level code of a loss runs with cold caches,
 as it does in a training step between the model's forward and backward, while `F.cross_entropy` is a
 single C++ call; the gap between the two columns is that effect, largest at N=256, C=10 where one call
-is tens of microseconds. Two reference rows bound what any loss built on cross-entropy can reach:
+is tens of microseconds. At N=1024, C=1000 the baseline itself can be slowed when interleaved (its
+freshly allocated 4 MB buffers page-fault after other variants let the allocator return memory to the
+system): when its interleaved median exceeds its fastest or consecutive-call time by more than
+{BASELINE_SLOWED}x, the table says so and the verdicts at that shape use the ratio of minima. Two reference rows bound what any loss built on cross-entropy can reach:
 `F.cross_entropy(z + b)` (one extra elementwise op, the logit adjustment of LA without any checks) and
 `value checks + F.cross_entropy` (tailwise's label and finite-logit checks in front of plain
 cross-entropy); at N=256, C=10 a target below these floors cannot be met by a checked loss.
@@ -363,7 +375,7 @@ running on the machine; load average {os.getloadavg()[0]:.1f} at the end of the 
 
 Targets: at most {MARGIN_PRIOR_TARGET}x for the margin/prior losses (LDAM, VS, LA, Bayias, module and
 functional forms), at most {OTHER_TARGET:g}x for the rest (`cdt`, VS with tau = 0, included); a verdict
-compares the median ratio with the target.
+compares the median ratio with the target (the ratio of minima under a slowed baseline).
 Modules are built with `LOSSES.build(name, params, class_counts=counts, num_classes=C)` and registry
 defaults, except `alpha` with alpha = 0.8 (the class-imbalance regime; alpha = 1 is plain CE).
 Registered aliases timed once: {", ".join(alias_lines) or "none"}.
