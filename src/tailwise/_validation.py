@@ -323,15 +323,18 @@ def checked_by_computation(
     logits: Tensor,
     logits_name: str = "logits",
     target_name: str = "target",
+    *,
+    finite: bool = True,
 ) -> Tensor:
     """``fn(z, target)`` for a CPU loss that checks its inputs' values by computing.
 
-    The value checks of :func:`check_logits_target` (called with ``label_range=False, finite=False``)
-    done by the computation instead of two extra passes: ``fn`` must index by the labels with bounds
-    checks before anything else (CPU indexing raises outside ``[0, C)``; the handler gives the range
-    message), and the loss is finite whenever the logits are, so only a non-finite loss leads to a scan
-    of ``logits`` (which raises the usual message when they hold NaN or Inf; a non-finite loss of
-    finite logits is returned, as it would be with the checks in front).
+    The value checks of :func:`check_logits_target` (called with ``label_range=False`` and, when
+    ``finite``, ``finite=False``) done by the computation instead of extra passes: ``fn`` must index by
+    the labels with bounds checks before anything else (CPU indexing raises outside ``[0, C)``; the
+    handler gives the range message). With ``finite`` the loss must be finite whenever the logits are,
+    so only a non-finite loss leads to a scan of ``logits`` (which raises the usual message when they
+    hold NaN or Inf; a non-finite loss of finite logits is returned, as it would be with the checks in
+    front); ``finite=False`` leaves the logits to the checks in front.
     """
     try:
         loss = fn(z, target)
@@ -339,6 +342,6 @@ def checked_by_computation(
         if _VALUE_CHECKS:
             check_label_range(target, z.shape[1], target_name)
         raise
-    if _VALUE_CHECKS and not math.isfinite(float(loss.detach().sum() if loss.ndim else loss.detach())):
+    if finite and _VALUE_CHECKS and not math.isfinite(float(loss.detach().sum() if loss.ndim else loss.detach())):
         check_finite(logits_name, logits)
     return loss

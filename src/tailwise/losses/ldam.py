@@ -10,12 +10,11 @@ from torch import Tensor
 
 from tailwise._validation import (
     check_class_counts,
-    check_label_range,
     check_logits_target,
     check_positive,
     check_reduction,
     check_weight,
-    validation_enabled,
+    checked_by_computation,
 )
 from tailwise.functional._fused import AdjustedCrossEntropyFn
 from tailwise.functional._prepared import PreparedLosses
@@ -80,7 +79,7 @@ class LDAMLoss(ClassWeightedLoss):
         # ldam_loss(logits, target, margins=self.margins, scale=self.scale, weight=self.weight, ...) with
         # the same checks; those of the module's own state run when it changes. On the CPU, the
         # labels' range is checked by the computation itself: every path first indexes the shifts by
-        # the labels (index_select raises outside [0, C)), and the handler below turns that
+        # the labels (index_select raises outside [0, C)), and checked_by_computation turns that
         # into the range message. Elsewhere an out-of-range index is a device-side assert, so the labels
         # are checked first.
         on_cpu = isinstance(logits, Tensor) and logits.is_cpu
@@ -93,14 +92,10 @@ class LDAMLoss(ClassWeightedLoss):
         if fn is None:
             fn = _checked_fn(z, margins, weight, scale, reduction)
             self._prepared.put(key, fn, (margins, weight))
+        labels = target if target.dtype == torch.int64 else target.long()
         if not on_cpu:
-            return fn(z, target if target.dtype == torch.int64 else target.long())
-        try:
-            return fn(z, target if target.dtype == torch.int64 else target.long())
-        except (IndexError, RuntimeError):  # index_select raises either, depending on the dimension
-            if validation_enabled():
-                check_label_range(target, z.shape[1])
-            raise
+            return fn(z, labels)
+        return checked_by_computation(fn, z, labels, logits, finite=False)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, max_margin={self.max_margin}, scale={self.scale}, " + super().extra_repr()
