@@ -46,13 +46,16 @@ ADJUSTMENTS: dict[str, tuple[str, ...]] = {
     "scale+offset+shift": ("scale", "offset", "class_shift"),
 }
 
-# path name -> (dtype, number of classes, force the fused Function, expected path)
-PATHS: dict[str, tuple[torch.dtype, int, bool, str]] = {
+# path name -> (dtype, number of classes, force the fused Function, expected path); "log-softmax"
+# forces the fused Function's log-softmax variant (kept on other devices than the CPU)
+PATHS: dict[str, tuple[torch.dtype, int, bool | str, str]] = {
     "transposed32": (torch.float32, 7, False, "transposed"),
     "composite64": (torch.float64, 7, False, "composite"),
     "composite32": (torch.float32, 20, False, "composite"),
     "fused64": (torch.float64, 7, True, "fused"),
     "fused32": (torch.float32, 20, True, "fused"),
+    "fused64_logsoftmax": (torch.float64, 7, "log-softmax", "fused"),
+    "fused32_logsoftmax": (torch.float32, 20, "log-softmax", "fused"),
 }
 
 
@@ -64,9 +67,15 @@ def _restore_validation() -> Iterator[None]:
     tailwise.set_validation(previous)
 
 
-def _force_fused(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make every non-transposed input take the fused autograd Function."""
+def _force_fused(monkeypatch: pytest.MonkeyPatch, force: bool | str = True) -> None:
+    """Make every non-transposed input take the fused autograd Function.
+
+    ``force="log-softmax"`` also makes it keep the log-softmax (its path on other devices than the
+    CPU) instead of the softmax.
+    """
     monkeypatch.setattr(fused, "_COMPOSITE_MAX_ELEMENTS", -1)
+    if force == "log-softmax":
+        monkeypatch.setattr(fused, "_softmax_in_forward", lambda z: False)
 
 
 def _call(z: Tensor, target: Tensor, **kw: Any) -> Tensor:
@@ -210,7 +219,7 @@ def test_loss_and_grad_match_reference(
     """Each path, adjustment combination, reduction and weighting: value and dL/dz equal the reference."""
     dtype, c, force, expected_path = PATHS[path]
     if force:
-        _force_fused(monkeypatch)
+        _force_fused(monkeypatch, force)
     gen = torch.Generator().manual_seed(1234)
     z, target = _inputs(11, c, dtype, gen)
     kw = _adjustments(ADJUSTMENTS[adjustment], c, dtype, gen, weighted)
@@ -245,7 +254,7 @@ def test_empty_batch_behaves_like_cross_entropy(
     """N = 0: shape (0,) for "none", 0 for "sum", NaN for "mean" (as F.cross_entropy); backward gives a (0, C) grad."""
     dtype, c, force, expected_path = PATHS[path]
     if force:
-        _force_fused(monkeypatch)
+        _force_fused(monkeypatch, force)
     gen = torch.Generator().manual_seed(3)
     kw = _adjustments(ADJUSTMENTS[adjustment], c, dtype, gen, weighted)
     z = torch.zeros(0, c, dtype=dtype, requires_grad=True)
@@ -271,7 +280,7 @@ def test_single_sample(path: str, adjustment: str, reduction: str, monkeypatch: 
     """N = 1 (weighted): value and gradient equal the reference."""
     dtype, c, force, expected_path = PATHS[path]
     if force:
-        _force_fused(monkeypatch)
+        _force_fused(monkeypatch, force)
     gen = torch.Generator().manual_seed(5)
     z, _ = _inputs(1, c, dtype, gen)
     target = torch.tensor([c - 1])
@@ -298,7 +307,7 @@ def test_single_class(
 ) -> None:
     """C = 1: the loss and its gradient are zero, exactly as F.cross_entropy of one class."""
     if force:
-        _force_fused(monkeypatch)
+        _force_fused(monkeypatch, force)
     gen = torch.Generator().manual_seed(6)
     z, target = _inputs(5, 1, dtype, gen)
     kw = _adjustments(ADJUSTMENTS[adjustment], 1, dtype, gen, weighted=True)
@@ -317,7 +326,7 @@ def test_large_logits_stay_finite(path: str, adjustment: str, reduction: str, mo
     """Logits of order 1e4 with scale 30 (adjusted logits ~1e5): finite loss and gradient equal to the reference."""
     dtype, c, force, expected_path = PATHS[path]
     if force:
-        _force_fused(monkeypatch)
+        _force_fused(monkeypatch, force)
     gen = torch.Generator().manual_seed(8)
     z, target = _inputs(9, c, dtype, gen, spread=1e4)
     kw = _adjustments(ADJUSTMENTS[adjustment], c, dtype, gen, weighted=True, scale=30.0)
@@ -336,7 +345,7 @@ def test_prepared_fn_accepts_any_batch_size(path: str, monkeypatch: pytest.Monke
     """One prepared fn, called with batch sizes other than that of ``like`` (incl. 0 and 1), stays exact."""
     dtype, c, force, expected_path = PATHS[path]
     if force:
-        _force_fused(monkeypatch)
+        _force_fused(monkeypatch, force)
     gen = torch.Generator().manual_seed(9)
     like, _ = _inputs(5, c, dtype, gen)
     for kinds in (("multiplier", "offset", "class_shift"), ("scale", "class_shift")):
@@ -422,7 +431,7 @@ def test_create_graph_gradient_and_hvp_match_reference(
     """
     dtype, c, force, expected_path = PATHS[path]
     if force:
-        _force_fused(monkeypatch)
+        _force_fused(monkeypatch, force)
     gen = torch.Generator().manual_seed(15)
     z, target = _inputs(7, c, dtype, gen)
     kw = _adjustments(ADJUSTMENTS[adjustment], c, dtype, gen, weighted)
@@ -441,9 +450,10 @@ def test_create_graph_gradient_and_hvp_match_reference(
     torch.testing.assert_close(hvp.double(), hvp_ref, **tol)
 
 
-GRADCHECK_PATHS: dict[str, tuple[int, int, bool, str]] = {
+GRADCHECK_PATHS: dict[str, tuple[int, int, bool | str, str]] = {
     "composite64": (5, 3, False, "composite"),
     "fused64": (5, 3, True, "fused"),
+    "fused64_logsoftmax": (5, 3, "log-softmax", "fused"),
     "fused64_c17": (17, 2, True, "fused"),
 }
 
@@ -463,7 +473,7 @@ def test_gradcheck_and_gradgradcheck(
     fast_mode = not (weighted and adjustment == "multiplier+offset+shift")
     c, n, force, expected_path = GRADCHECK_PATHS[path]
     if force:
-        _force_fused(monkeypatch)
+        _force_fused(monkeypatch, force)
     gen = torch.Generator().manual_seed(14)
     z, target = _inputs(n, c, torch.float64, gen)
     kw = _adjustments(ADJUSTMENTS[adjustment], c, torch.float64, gen, weighted)
@@ -809,3 +819,92 @@ def test_module_label_range_on_every_path(
     for labels in (target, target.int()):
         with pytest.raises(ValueError, match=message):
             loss(z, labels)
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("adjustment", ["scale+shift", "multiplier+offset", "multiplier+offset+shift", "none"])
+@pytest.mark.parametrize("path", ["fused32", "fused64", "fused32_logsoftmax"])
+def test_fused_retained_graph_gives_the_same_gradient_twice(
+    path: str, adjustment: str, reduction: str, weighted: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The softmax buffer handed to autograd as the gradient is formed again for a second backward.
+
+    The first gradient, accumulated into ``.grad`` and then changed in place, must not leak into the
+    second; the upstream gradient is not one, and each backward matches the reference.
+    """
+    dtype, c, force, _ = PATHS[path]
+    _force_fused(monkeypatch, force)
+    gen = torch.Generator().manual_seed(21)
+    z, target = _inputs(13, c, dtype, gen)
+    kw = _adjustments(ADJUSTMENTS[adjustment], c, dtype, gen, weighted)
+    loss = _call(z, target, reduction=reduction, **kw)
+    assert _path_of(loss) == "fused"
+    g = _upstream(loss.shape, dtype, torch.Generator().manual_seed(3)) * 0.7
+    loss.backward(g, retain_graph=True)
+    assert z.grad is not None
+    first = z.grad.clone()
+    z.grad.mul_(5.0).add_(1.0)  # a consumer changing the accumulated gradient in place
+    z.grad = None
+    loss.backward(g)
+    assert z.grad is not None
+    torch.testing.assert_close(z.grad, first, rtol=0, atol=0)
+    z64 = z.detach().double().requires_grad_(True)
+    (grad_ref,) = torch.autograd.grad(reference_loss(z64, target, reduction=reduction, **kw), z64, g.double())
+    torch.testing.assert_close(first.double(), grad_ref, **_tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_fused_underflowing_label_probability_is_exact(
+    dtype: torch.dtype, reduction: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A label logit far below its row's maximum (softmax probability 0) still gives the exact loss.
+
+    Rows 1 and 3 put the label 400 (float32) or 2500 (float64) below the maximum (at least 120 and
+    750 after a multiplier of at least 0.3), where the label's softmax probability underflows to
+    zero; their loss must be the log-softmax value, not ``inf``, recomputed for those rows only.
+    """
+    _force_fused(monkeypatch)
+    recomputed: list[int] = []
+    adjusted = fused._adjusted_logits
+
+    def spy(z: Tensor, *args: Any) -> Tensor:
+        recomputed.append(z.shape[0])
+        return adjusted(z, *args)
+
+    monkeypatch.setattr(fused, "_adjusted_logits", spy)
+    gen = torch.Generator().manual_seed(5)
+    z, target = _inputs(6, 20, dtype, gen)
+    gap = 400.0 if dtype == torch.float32 else 2500.0
+    with torch.no_grad():
+        for i in (1, 3):
+            z[i, int(target[i])] -= gap
+    kw = _adjustments(("multiplier", "offset", "class_shift"), 20, dtype, gen, weighted=True)
+    loss = _call(z, target, reduction=reduction, **kw)
+    assert _path_of(loss) == "fused"
+    assert recomputed == [2]
+    assert torch.isfinite(loss).all()
+    if reduction == "none":  # multiplier >= 0.3 and weight >= 0.2: at least 0.06 * gap
+        assert float(loss[1].detach()) > 0.06 * gap
+    _assert_matches_reference(loss, z, target, kw, reduction)
+
+
+def test_label_log_probs_recomputes_only_underflowing_rows() -> None:
+    """Normal probabilities are read as logs; rows below the smallest normal go to ``exact``."""
+    z = torch.tensor([[0.0, 1.0, 2.0], [0.0, -120.0, 5.0], [3.0, 0.0, -300.0]])
+    index = torch.tensor([[1], [1], [2]])
+    p = torch.softmax(z, 1)
+    seen: list[Tensor] = []
+
+    def exact(rows: Tensor) -> Tensor:
+        seen.append(rows.clone())
+        return torch.log_softmax(z[rows].double(), 1).gather(1, index[rows]).squeeze(1).float()
+
+    out = fused.label_log_probs(p, index, exact)
+    assert len(seen) == 1 and seen[0].tolist() == [1, 2]
+    expected = torch.log_softmax(z.double(), 1).gather(1, index).squeeze(1)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-6, atol=1e-6)
+    seen.clear()
+    fused.label_log_probs(torch.softmax(z[:1], 1), index[:1], exact)
+    assert not seen

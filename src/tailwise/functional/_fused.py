@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from tailwise.functional._reduce import reduce_loss
+
 # PyTorch's CPU log-softmax over the last dimension takes a slow scalar path when a float32 row is
 # shorter than one vector register (C < 16 here): ~10x slower at C = 10 than at C = 16. Along dim 0
 # of a contiguous (C, N) tensor it vectorises over the samples instead, so for few classes the
@@ -147,7 +149,16 @@ def _adjusted_logits(
 
 
 class _AdjustedCrossEntropy(torch.autograd.Function):
-    r"""Fused :math:`\mathrm{CE}(a \odot z + b + \delta\,\mathrm{onehot}(y), y)` (see the module docstring)."""
+    r"""Fused :math:`\mathrm{CE}(a \odot z + b + \delta\,\mathrm{onehot}(y), y)` (see the module docstring).
+
+    On the CPU (the usual ``(N, C)`` layout) the forward turns :math:`t` into
+    :math:`\operatorname{softmax}(t)` in place and takes the loss from the labels' log-probabilities
+    (see :func:`label_log_probs`); the backward forms the gradient in that buffer and hands it to
+    autograd, so no exponential and no further ``(N, C)`` buffer is needed (a second backward through
+    a retained graph, which finds the buffer gone, computes the softmax again). Elsewhere, and in the
+    transposed layout, the buffer holds :math:`\log\operatorname{softmax}(t)` (no host read for the
+    underflow test on a GPU) and the backward exponentiates it into a fresh gradient.
+    """
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -164,22 +175,34 @@ class _AdjustedCrossEntropy(torch.autograd.Function):
         index = target.unsqueeze(1)
         n, c = z.shape
         transposed = _transposed(z)
-        # one fresh buffer holds t, then log softmax(t) in place (saved for the backward)
-        buf = z.new_empty((c, n) if transposed else (n, c))
-        log_p = buf.t() if transposed else buf
-        _write_adjusted(log_p, z, index, scale, multiplier, offset, shift)
-        torch.log_softmax(buf, 0 if transposed else 1, out=buf)
-        # the second half of F.cross_entropy: same reductions and weighted mean
-        loss = F.nll_loss(log_p, target, weight=weight, reduction=reduction)
-        ctx.save_for_backward(z, buf, target, index, multiplier, offset, shift, weight)
+        ctx.save_for_backward(z, target, index, multiplier, offset, shift, weight)
         ctx.scale = scale
         ctx.reduction = reduction
         ctx.transposed = transposed
-        return loss
+        # one fresh buffer holds t, then softmax(t) or log softmax(t) in place
+        buf = z.new_empty((c, n) if transposed else (n, c))
+        log_p = buf.t() if transposed else buf
+        _write_adjusted(log_p, z, index, scale, multiplier, offset, shift)
+        ctx.softmax_ahead = _softmax_in_forward(z)
+        if ctx.softmax_ahead:
+            torch.softmax(buf, 1, out=buf)
+            ctx.probs = buf
+
+            def exact(rows: Tensor) -> Tensor:
+                t = _adjusted_logits(z[rows], index[rows], scale, multiplier, offset, None if shift is None else shift[rows])
+                return torch.log_softmax(t, 1).gather(1, index[rows]).squeeze(1)
+
+            log_p_y = label_log_probs(buf, index, exact)
+            sample_weight = None if weight is None else weight.index_select(0, target)
+            return reduce_loss(log_p_y.neg_(), reduction, sample_weight)
+        torch.log_softmax(buf, 0 if transposed else 1, out=buf)
+        ctx.probs = buf
+        # the second half of F.cross_entropy: same reductions and weighted mean
+        return F.nll_loss(log_p, target, weight=weight, reduction=reduction)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        z, buf, target, index, multiplier, offset, shift, weight = ctx.saved_tensors
+        z, target, index, multiplier, offset, shift, weight = ctx.saved_tensors
         nones = (None,) * 7
         if not ctx.needs_input_grad[0]:
             return (None, *nones)
@@ -207,12 +230,54 @@ class _AdjustedCrossEntropy(torch.autograd.Function):
             if scale is not None:
                 coef = coef * scale
             coef = coef.unsqueeze(1)
+        if ctx.softmax_ahead:
+            # the softmax buffer becomes the gradient, (softmax - e_y) c a, and belongs to autograd
+            grad_z, ctx.probs = ctx.probs, None
+            if grad_z is None:  # taken by an earlier backward (retain_graph=True): formed again
+                grad_z = _write_adjusted(torch.empty_like(z), z, index, scale, multiplier, offset, shift)
+                torch.softmax(grad_z, 1, out=grad_z)
+            grad_z.scatter_add_(1, index, torch.full(index.shape, -1.0, dtype=z.dtype, device=z.device))
+            if coef.ndim == 0 and multiplier is not None:
+                return (grad_z.mul_(multiplier * coef), *nones)
+            grad_z.mul_(coef)
+            if multiplier is not None:
+                grad_z.mul_(multiplier)
+            return (grad_z, *nones)
+        buf = ctx.probs
         grad_z = softmax_like(buf.t() if ctx.transposed else buf, z)
         grad_z.mul_(coef)
         grad_z.scatter_add_(1, index, coef.neg().expand(index.shape))
         if multiplier is not None:
             grad_z.mul_(multiplier)
         return (grad_z, *nones)
+
+
+def _softmax_in_forward(z: Tensor) -> bool:
+    """Whether :class:`_AdjustedCrossEntropy` keeps the softmax itself (CPU logits, ``(N, C)`` layout)."""
+    return z.is_cpu and not _transposed(z)
+
+
+def label_log_probs(p: Tensor, index: Tensor, exact: Callable[[Tensor], Tensor]) -> Tensor:
+    r"""The labels' log-probabilities :math:`\log p_{i y_i}`, ``(N,)``, from softmax probabilities ``p``.
+
+    A softmax probability that is a normal floating-point number carries a relative error of a few
+    units in the last place, so its logarithm is within a few ``eps`` of the log-softmax. Below the
+    smallest normal number (the label's logit far below the row's maximum: about 87 apart in
+    float32) the probability loses precision and then underflows to 0, so the rows with such a
+    probability are passed to ``exact(rows)`` (a 1-D index tensor), which returns their exact
+    log-softmax at the labels. The test is one host read: CPU tensors only.
+
+    Args:
+        p: ``(N, C)`` softmax probabilities.
+        index: ``(N, 1)`` int64 labels.
+        exact: the exact log-probabilities of the given rows at their labels.
+    """
+    p_y = p.gather(1, index).squeeze(1)
+    log_p_y = p_y.log()
+    if p_y.numel() and float(p_y.min()) < torch.finfo(p.dtype).tiny:
+        rows = torch.nonzero(p_y < torch.finfo(p.dtype).tiny).squeeze(1)
+        log_p_y[rows] = exact(rows)
+    return log_p_y
 
 
 def _reference(
