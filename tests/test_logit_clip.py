@@ -283,7 +283,20 @@ def test_fused_clip_without_grad_matches() -> None:
 
 # The two computations of the clipped cross-entropy: the fused function, and the native composition
 # that small inputs take (forced here in both directions, whatever the size).
-CLIP_CE_PATHS = {"fused": "_ClipCrossEntropyBackward", "composite": "NllLossBackward0"}
+# "fused_logsoftmax" forces the fused function's log-softmax variant (kept on other devices than the
+# CPU) where it would keep the softmax.
+CLIP_CE_PATHS = {
+    "fused": "_ClipCrossEntropyBackward",
+    "fused_logsoftmax": "_ClipCrossEntropyBackward",
+    "composite": "NllLossBackward0",
+}
+
+
+def _force_path(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    """Make the clipped cross-entropy take ``path`` (a key of ``CLIP_CE_PATHS``) whatever the input."""
+    monkeypatch.setattr(logit_clip_module, "_composite_path", lambda z: path == "composite")
+    if path == "fused_logsoftmax":
+        monkeypatch.setattr(logit_clip_module, "_softmax_in_forward", lambda z: False)
 
 
 @pytest.mark.parametrize("path", sorted(CLIP_CE_PATHS))
@@ -296,7 +309,7 @@ def test_fused_clip_cross_entropy_matches_reference(
     p: float, mode: str, dtype: torch.dtype, c: int, weighted: bool, reduction: str, path: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(logit_clip_module, "_composite_path", lambda z: path == "composite")
+    _force_path(monkeypatch, path)
     z = _mixed_rows(p, dtype, c)
     y = torch.randint(c, (z.shape[0],), generator=torch.Generator().manual_seed(5))
     weight = torch.rand(c, generator=torch.Generator().manual_seed(6), dtype=torch.float64) + 0.5 if weighted else None
@@ -320,7 +333,7 @@ def test_fused_clip_cross_entropy_matches_reference(
 def test_fused_clip_cross_entropy_gradcheck_and_gradgradcheck(
     p: float, mode: str, path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(logit_clip_module, "_composite_path", lambda z: path == "composite")
+    _force_path(monkeypatch, path)
     z = _rows_with_norms([0.2, 0.6, 3.0, 9.0], c=5, p=p).requires_grad_(True)
     y = torch.tensor([0, 1, 2, 3])
     loss = LogitClipLoss(CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 0.5, 1.0, 3.0])), tau=0.8, p=p, mode=mode)
@@ -353,6 +366,108 @@ def test_fused_cross_entropy_keeps_the_checks_and_other_paths() -> None:
         torch.testing.assert_close(loss(z, y), F.cross_entropy(clipped, y))
 
 
+@pytest.mark.parametrize("path", ["fused", "fused_logsoftmax"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("p", [2.0, math.inf])
+def test_fused_clip_cross_entropy_retained_graph_gives_the_same_gradient_twice(
+    p: float, dtype: torch.dtype, weighted: bool, reduction: str, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The softmax buffer handed to autograd is formed again for a second backward through the graph.
+
+    The first gradient, changed in place in ``.grad``, must not leak into the second.
+    """
+    _force_path(monkeypatch, path)
+    c = 20
+    z = _mixed_rows(p, dtype, c).requires_grad_(True)
+    y = torch.randint(c, (z.shape[0],), generator=torch.Generator().manual_seed(2))
+    weight = torch.rand(c, generator=torch.Generator().manual_seed(3), dtype=torch.float64) + 0.5 if weighted else None
+    loss = LogitClipLoss(CrossEntropyLoss(weight=weight, reduction=reduction), tau=BOUND_TAU, p=p)(z, y)
+    assert type(loss.grad_fn).__name__ == CLIP_CE_PATHS[path]
+    upstream = torch.rand(loss.shape, dtype=dtype, generator=None) + 0.5
+    loss.backward(upstream, retain_graph=True)
+    assert z.grad is not None
+    first = z.grad.clone()
+    z.grad.mul_(3.0).add_(1.0)
+    z.grad = None
+    loss.backward(upstream)
+    assert z.grad is not None
+    torch.testing.assert_close(z.grad, first, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_clip_cross_entropy_underflowing_label_probability(
+    dtype: torch.dtype, reduction: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a loose bound (1/tau = 1e4) a label logit 400 (float32) or 2500 (float64) below its row's
+    maximum has softmax probability 0: the loss of that row is recomputed exactly, not ``inf``."""
+    _force_path(monkeypatch, "fused")
+    gap = 400.0 if dtype == torch.float32 else 2500.0
+    z = torch.zeros(4, 20, dtype=dtype)
+    y = torch.tensor([0, 3, 5, 7])
+    z[1, 3] = -gap
+    z[2, 0] = gap
+    z.requires_grad_(True)
+    loss = LogitClipLoss(CrossEntropyLoss(reduction=reduction), tau=1e-4)(z, y)
+    assert type(loss.grad_fn).__name__ == "_ClipCrossEntropyBackward"
+    ref = F.cross_entropy(_clip_reference(z, 1e-4, 2.0, "continuous"), y, reduction=reduction)
+    assert torch.isfinite(loss).all()
+    torch.testing.assert_close(loss, ref)
+    (grad,) = torch.autograd.grad(loss.sum(), z)
+    (ref_grad,) = torch.autograd.grad(ref.sum(), z)
+    torch.testing.assert_close(grad, ref_grad)
+
+
+def test_fused_clip_cross_entropy_batch_sizes_share_the_workspace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One prepared loss called with growing and shrinking batches keeps giving the reference gradient."""
+    _force_path(monkeypatch, "fused")
+    loss_fn = LogitClipLoss(CrossEntropyLoss(), tau=BOUND_TAU)
+    gen = torch.Generator().manual_seed(4)
+    for n in (5, 40, 3, 40, 17):
+        z = (torch.randn(n, 20, generator=gen, dtype=torch.float64) * 3).requires_grad_(True)
+        y = torch.randint(20, (n,), generator=gen)
+        (grad,) = torch.autograd.grad(loss_fn(z, y), z)
+        (ref_grad,) = torch.autograd.grad(F.cross_entropy(_clip_reference(z, BOUND_TAU, 2.0, "continuous"), y), z)
+        torch.testing.assert_close(grad, ref_grad, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize(
+    ("dtype", "c", "tau", "path"),
+    [
+        (torch.float32, 6, 0.5, "composite"),  # transposed composition (few classes)
+        (torch.float32, 20, 0.5, "fused"),
+        (torch.float64, 6, 0.5, "fused"),
+        (torch.float64, 6, 0.5, "fused_logsoftmax"),
+        (torch.float32, 20, 1e13, "fused"),  # a bound below 1e-12: plain composition
+    ],
+)
+@pytest.mark.parametrize("mode", MODES)
+def test_non_finite_logits_are_refused_on_every_path(
+    mode: str, dtype: torch.dtype, c: int, tau: float, path: str, reduction: str, value: float,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One NaN or Inf logit: module and functional raise the finiteness message (checked after the
+    loss on the CPU); with the checks off they return the non-finite loss, as the composition does."""
+    if path != "composite":
+        _force_path(monkeypatch, path)
+    z = torch.randn(5, c, dtype=dtype, generator=torch.Generator().manual_seed(1)) * 3
+    z[3, 1] = value
+    y = torch.arange(5) % c
+    module = LogitClipLoss(CrossEntropyLoss(reduction=reduction), tau=tau, mode=mode)
+    for call in (lambda: module(z, y), lambda: TF.logit_clip_loss(z, y, tau, 2, mode, None, reduction)):
+        with pytest.raises(ValueError, match="logits must be finite"):
+            call()
+        with validation_disabled():
+            assert not torch.isfinite(call()).all()
+    good = z.clone()
+    good[3, 1] = 0.0
+    assert torch.isfinite(module(good, y)).all()
+
+
 def test_module_settings_are_checked_when_set() -> None:
     loss = LogitClipLoss(F.cross_entropy, tau=1.0)
     loss.tau, loss.p, loss.mode = 2, 1, "official"
@@ -376,7 +491,7 @@ def test_logit_clip_loss_equals_module_and_composition(
     p: float, mode: str, dtype: torch.dtype, c: int, weighted: bool, reduction: str, path: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(logit_clip_module, "_composite_path", lambda z: path == "composite")
+    _force_path(monkeypatch, path)
     logit_clip_module._PREPARED.clear()
     z = _mixed_rows(p, dtype, c)
     y = torch.randint(c, (z.shape[0],), generator=torch.Generator().manual_seed(8))

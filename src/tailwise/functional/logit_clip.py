@@ -37,15 +37,19 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tailwise._validation import (
+    check_finite,
     check_in_choices,
     check_logits_target,
     check_positive,
     check_reduction,
     check_weight,
+    checked_by_computation,
     describe,
 )
-from tailwise.functional._fused import _transposed
+from tailwise.functional._fused import _softmax_in_forward, _transposed, label_log_probs
 from tailwise.functional._prepared import PreparedLosses
+from tailwise.functional._reduce import reduce_loss
+from tailwise.functional._workspace import Workspace
 
 __all__ = ["LOGIT_CLIP_MODES", "clip_logits", "logit_clip_loss"]
 
@@ -242,18 +246,23 @@ class _ClipLogits(torch.autograd.Function):
 class _ClipCrossEntropy(torch.autograd.Function):
     r"""Fused :math:`\mathrm{CE}(\mathrm{clip}(z), y)` with PyTorch's class weights and reductions.
 
-    The forward writes the clipped logits :math:`s_i z_i` into one fresh buffer and turns it into
-    :math:`\log\operatorname{softmax}` in place (transposed for few classes on CPU, see
-    :mod:`tailwise.functional._fused`). With :math:`c_i` the upstream gradient times
-    :math:`w_{y_i}` (divided by :math:`\sum_k w_{y_k}`, or by :math:`N` without weights, for
-    ``"mean"``), the gradient on the clipped logits is :math:`c_i G_i` with
+    The forward writes the clipped logits :math:`s_i z_i` into one fresh buffer. With :math:`c_i`
+    the upstream gradient times :math:`w_{y_i}` (divided by :math:`\sum_k w_{y_k}`, or by :math:`N`
+    without weights, for ``"mean"``), the gradient on the clipped logits is :math:`c_i G_i` with
     :math:`G_i = \operatorname{softmax}_i - e_{y_i}`, and with :math:`s, w, d` as in
     :class:`_ClipLogits`
 
-    .. math:: \frac{\partial L}{\partial z_i} = c_i s_i \bigl(G_i - w_i \langle G_i, z_i\rangle\, d_i\bigr),
+    .. math:: \frac{\partial L}{\partial z_i} = c_i s_i \bigl(G_i - w_i \langle G_i, z_i\rangle\, d_i\bigr).
 
-    computed in place in the buffer of the softmax (in a fresh buffer in the logits' layout for the
-    transposed case).
+    On the CPU, in the ``(N, C)`` layout, the buffer becomes :math:`\operatorname{softmax}` in place,
+    the loss is read from the labels' log-probabilities
+    (:func:`tailwise.functional._fused.label_log_probs`) and the backward forms the gradient in that
+    buffer and hands it to autograd; the products :math:`G_i \odot z_i` go to a reused scratch buffer
+    (``workspace``, see :mod:`tailwise.functional._workspace`). A second backward through a retained
+    graph, which finds the buffer gone, computes the softmax again. Elsewhere, and in the transposed
+    layout (few classes on the CPU, see :mod:`tailwise.functional._fused`), the buffer holds
+    :math:`\log\operatorname{softmax}` and the backward exponentiates it into a fresh gradient (in
+    place for the ``(N, C)`` layout).
     """
 
     @staticmethod
@@ -266,26 +275,39 @@ class _ClipCrossEntropy(torch.autograd.Function):
         official: bool,
         weight: Tensor | None,
         reduction: str,
+        workspace: Workspace | None,
     ) -> Tensor:
         norms, scale, w = _row_scales(z, tau, p, official, True)
         n, c = z.shape
         transposed = _transposed(z)
+        ctx.save_for_backward(z, target, scale, w, None if p == 1 or p == 2 else norms, weight)
+        ctx.options = (tau, p, official, reduction, transposed, workspace)
         buf = z.new_empty((c, n) if transposed else (n, c))
         log_p = buf.t() if transposed else buf
         torch.mul(z, scale, out=log_p)
+        ctx.softmax_ahead = _softmax_in_forward(z)
+        ctx.probs = buf
+        if ctx.softmax_ahead:
+            torch.softmax(buf, 1, out=buf)
+            index = target.unsqueeze(1)
+
+            def exact(rows: Tensor) -> Tensor:
+                clipped = torch.mul(z[rows], scale[rows])
+                return torch.log_softmax(clipped, 1).gather(1, index[rows]).squeeze(1)
+
+            log_p_y = label_log_probs(buf, index, exact)
+            sample_weight = None if weight is None else weight.index_select(0, target)
+            return reduce_loss(log_p_y.neg_(), reduction, sample_weight)
         torch.log_softmax(buf, 0 if transposed else 1, out=buf)
-        loss = F.nll_loss(log_p, target, weight=weight, reduction=reduction)
-        ctx.save_for_backward(z, buf, target, scale, w, None if p == 1 or p == 2 else norms, weight)
-        ctx.options = (tau, p, official, reduction, transposed)
-        return loss
+        return F.nll_loss(log_p, target, weight=weight, reduction=reduction)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        z, buf, target, scale, w, norms, weight = ctx.saved_tensors
-        nones = (None,) * 6
+        z, target, scale, w, norms, weight = ctx.saved_tensors
+        nones = (None,) * 7
         if not ctx.needs_input_grad[0]:
             return (None, *nones)
-        tau, p, official, reduction, transposed = ctx.options
+        tau, p, official, reduction, transposed, workspace = ctx.options
         if torch.is_grad_enabled():  # create_graph=True: differentiate the plain expression
             with torch.enable_grad():
                 clipped = _clip_reference(z, tau, p, "official" if official else "continuous")
@@ -310,11 +332,23 @@ class _ClipCrossEntropy(torch.autograd.Function):
             if reduction == "mean":
                 coef = coef / sample_weight.sum()
             coef = coef.unsqueeze(1)
-        soft = torch.exp(buf)
-        g = soft.t() if transposed else soft  # softmax, (N, C)
+        if ctx.softmax_ahead:
+            # the softmax buffer becomes the gradient and belongs to autograd
+            g, ctx.probs = ctx.probs, None
+            if g is None:  # taken by an earlier backward (retain_graph=True): formed again
+                g = torch.mul(z, scale)
+                torch.softmax(g, 1, out=g)
+        else:
+            soft = torch.exp(ctx.probs)
+            g = soft.t() if transposed else soft  # softmax, (N, C)
         if n:
             g.scatter_add_(1, index, neg_ones)  # G = softmax - e_y
-        rows = torch.mul(g, z).sum(dim=1, keepdim=True).mul_(w)  # w_i <G_i, z_i>
+        if workspace is not None and ctx.softmax_ahead:
+            products, storage = workspace.take(tuple(z.shape), z)
+            rows = torch.mul(g, z, out=products).sum(dim=1, keepdim=True).mul_(w)  # w_i <G_i, z_i>
+            workspace.give_back(storage)
+        else:
+            rows = torch.mul(g, z).sum(dim=1, keepdim=True).mul_(w)
         direction = _norm_direction(z, norms, p, rows)
         row_scale = torch.mul(scale, coef)  # sign * c_i s_i
         if transposed:  # a fresh gradient in the logits' layout: (w <G, z> d - G) * (-c s)
@@ -342,9 +376,11 @@ def clip_cross_entropy_fn(
     if _composite_path(like):
         return _composite_fn(tau, p, official, weight, reduction, _transposed(like))
 
+    workspace = Workspace() if like.is_cpu else None
+
     def fn(z: Tensor, target: Tensor) -> Tensor:
         if z.requires_grad and torch.is_grad_enabled():
-            return _ClipCrossEntropy.apply(z, target, tau, p, official, weight, reduction)
+            return _ClipCrossEntropy.apply(z, target, tau, p, official, weight, reduction, workspace)
         clipped = torch.mul(z, _row_scales(z, tau, p, official, False)[1])
         return F.cross_entropy(clipped, target, weight=weight, reduction=reduction)
 
@@ -501,7 +537,10 @@ def logit_clip_loss(
     """
     key = _PREPARED.key("logit_clip", logits, tau, p, mode, weight, reduction)
     fn = _PREPARED.get(key)
-    check_logits_target(logits, target)
+    # on the CPU the logits' finiteness is checked by the loss (clipping keeps finite rows finite and
+    # makes a row with NaN or Inf NaN; see checked_by_computation), elsewhere in front
+    on_cpu = isinstance(logits, Tensor) and logits.is_cpu
+    check_logits_target(logits, target, finite=not on_cpu)
     z = logits.float() if logits.dtype in _LOW_PRECISION else logits
     if fn is None:
         tau = check_positive("tau", tau)
@@ -513,6 +552,10 @@ def logit_clip_loss(
         w = None if w is None else w.to(device=z.device, dtype=z.dtype)
         fn = None if c == 0 else clip_cross_entropy_fn(z, tau, p, mode, w, reduction)
         if fn is None:  # settings outside the fused kernel's range, or no classes: compose
+            if on_cpu:
+                check_finite("logits", logits)
             return F.cross_entropy(_clip(z, tau, p, mode), target.long(), weight=w, reduction=reduction)
         _PREPARED.put(key, fn, (weight,))
+    if on_cpu:
+        return checked_by_computation(fn, z, target.long(), logits)
     return fn(z, target.long())

@@ -18,6 +18,7 @@ from tailwise._validation import (
     check_positive,
     check_reduction,
     check_weight,
+    checked_by_computation,
     describe,
 )
 from tailwise.functional._prepared import PreparedLosses
@@ -118,7 +119,10 @@ class LogitClipLoss(nn.Module):
         if not args and not kwargs:
             fn = self._fused_cross_entropy_fn(logits, target)
             if fn is not None:
-                return fn(logits, target if target.dtype == torch.int64 else target.long())
+                labels = target if target.dtype == torch.int64 else target.long()
+                if logits.is_cpu:  # the logits' finiteness checked by the loss (see below)
+                    return checked_by_computation(fn, logits, labels, logits)
+                return fn(logits, labels)
         return self.base(self.clip(logits), target, *args, **kwargs)
 
     def _fused_cross_entropy_fn(self, logits: Tensor, target: Tensor) -> Callable[[Tensor, Tensor], Tensor] | None:
@@ -126,7 +130,10 @@ class LogitClipLoss(nn.Module):
 
         The checks are the base's, applied to the unclipped logits: clipping maps finite rows to
         finite rows and non-finite rows to non-finite rows, so they pass or fail together. On a
-        failure this returns ``None`` and the composed path raises the base loss's own error. The
+        failure this returns ``None`` and the composed path raises the base loss's own error. On the
+        CPU the finiteness of the logits is left to the loss: a row with NaN or Inf makes its loss
+        NaN, and only a non-finite loss leads to the scan that raises the base's message (see
+        :func:`tailwise._validation.checked_by_computation`). The
         checked weight and the prepared function are kept while the base, its weight and this
         module's settings are unchanged (see :mod:`tailwise.functional._prepared`).
         """
@@ -134,7 +141,7 @@ class LogitClipLoss(nn.Module):
         if type(base) is not CrossEntropyLoss or base.label_smoothing != 0.0:
             return None
         try:  # also checks that logits is a floating-point (N, C) tensor
-            if check_logits_target(logits, target, allow_soft=True):
+            if check_logits_target(logits, target, allow_soft=True, finite=not logits.is_cpu):
                 return None  # soft targets
         except (TypeError, ValueError):
             return None
