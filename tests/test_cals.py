@@ -197,6 +197,57 @@ def test_unweighted_phr_gradient_formed_ahead(
     assert a.grad.data_ptr() != first.data_ptr()
 
 
+@pytest.mark.parametrize("activity", ["none", "one row", "all rows"])
+@pytest.mark.parametrize(
+    ("shape", "dtype", "kernel"),
+    [((300, 40), torch.float64, "_CALSPhrMean"), ((300, 40), torch.float32, "_CALSPhrMean"),
+     ((37, 6), torch.float32, "_CALSPhrMeanTransposed")],
+)
+def test_maxima_looked_for_only_with_an_active_constraint(
+    shape: tuple[int, int], dtype: torch.dtype, kernel: str, activity: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """amax's share of the gradient is zero in a row without an active constraint (u = 0).
+
+    With the official initial multipliers (lambda = 1e-6, rho = 1) a constraint is active where a
+    distance exceeds the margin. Every row has tied maxima; the gradient equals autograd's (which
+    splits amax's share among the ties) whether no row, one row or every row is active, and the mask
+    of the maxima is built only when some row is.
+    """
+    g = torch.Generator().manual_seed(11)
+    n, c = shape
+    z = torch.rand(n, c, dtype=torch.float64, generator=g).to(dtype).double()  # distances below 1
+    z[:, 2] = z.amax(dim=1)
+    z[:, 4] = z[:, 2]  # two tied maxima in every row
+    if activity == "one row":
+        z[5, 0] = -20.0
+    elif activity == "all rows":
+        z[:, 1] = -20.0
+    y = torch.randint(c, (n,), generator=g)
+    y[5] = 0  # not one of the tied maxima
+    lam = torch.full((c,), 1e-6, dtype=torch.float64)
+    rho = torch.ones(c, dtype=torch.float64)
+    masks = []
+    eq = torch.eq
+
+    def counting_eq(*args: object, **kwargs: object) -> torch.Tensor:
+        masks.append(1)
+        return eq(*args, **kwargs)
+
+    a = z.to(dtype, copy=True).requires_grad_(True)
+    monkeypatch.setattr(torch, "eq", counting_eq)
+    fused = cals_loss(a, y, lam, rho, margin=3.0)
+    fused.backward()
+    monkeypatch.setattr(torch, "eq", eq)
+    assert type(fused.grad_fn).__name__ == kernel + "Backward"
+    assert (len(masks) > 0) == (activity != "none")
+    b = z.clone().requires_grad_(True)
+    _plain_cals(b, y, lam, rho, None, "mean").backward()
+    tol = {} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-6}
+    torch.testing.assert_close(a.grad.double(), b.grad, **tol)
+    if activity != "none":  # the tied maxima of an active row share its amax gradient evenly
+        assert a.grad[5, 2] == a.grad[5, 4] and a.grad[5, 2] != 0
+
+
 def test_unweighted_phr_gradient_through_two_consumers_and_double_backward() -> None:
     g = torch.Generator().manual_seed(7)
     z = torch.randn(8, 5, dtype=torch.float64, generator=g) * 3

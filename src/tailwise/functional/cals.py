@@ -44,6 +44,7 @@ from tailwise._validation import (
 from tailwise.functional._fused import _transposed, log_softmax_rows, loss_coefficients, softmax_like
 from tailwise.functional._prepared import PreparedLosses
 from tailwise.functional._reduce import reduce_loss
+from tailwise.functional._workspace import Workspace
 from tailwise.functional.ce import _compute_logits
 
 __all__ = [
@@ -315,11 +316,14 @@ def cals_fn(
         return transposed_fn
 
     if w is None and reduction != "none":
+        workspace = Workspace() if like.is_cpu else None
 
         def phr_mean_fn(z: Tensor, target: Tensor) -> Tensor:
             if z.shape[0] == 0:
                 return _CALSLoss.apply(z, target, lam, r, consts, margin, penalty, normalize, reduction, w)
-            return _CALSPhrMean.apply(z, target, lam, r, consts, margin, normalize, reduction, torch.is_grad_enabled())
+            return _CALSPhrMean.apply(
+                z, target, lam, r, consts, margin, normalize, reduction, torch.is_grad_enabled(), workspace
+            )
 
         return phr_mean_fn
 
@@ -520,8 +524,14 @@ class _CALSPhrMean(torch.autograd.Function):
     mean's :math:`1/N` folded in), adds the other terms in place and hands the buffer to the backward,
     which returns it (times :math:`g` when :math:`g \ne 1`) as the gradient, without a copy: the
     buffer then belongs to autograd. A second backward through a retained graph, which finds it gone,
-    differentiates the plain expression instead. The loss is
+    forms it again, identically. The loss is
     :math:`(\sum_i \mathrm{CE}_i + \lVert u\rVert_F^2 - N k)`, over :math:`N` for the mean.
+
+    The last term (``amax``'s gradient) vanishes in every row without an active constraint
+    (:math:`u = 0`, as in the first epoch with the official :math:`\lambda = 10^{-6}` while distances
+    stay below the margin); on the CPU the mask of the maxima is only built when some row has one.
+    The distances and :math:`u` live in a scratch buffer reused across calls
+    (:mod:`tailwise.functional._workspace`), so a call allocates only the gradient.
     """
 
     @staticmethod
@@ -536,10 +546,13 @@ class _CALSPhrMean(torch.autograd.Function):
         normalize: bool,
         reduction: str,
         grad_enabled: bool,
+        workspace: Workspace | None,
     ) -> Tensor:
-        loss, ctx.grad = _phr_mean_terms(z, target, consts, reduction, grad_enabled and ctx.needs_input_grad[0])
+        with_grad = grad_enabled and ctx.needs_input_grad[0]
+        loss, ctx.grad = _phr_mean_terms(z, target, consts, reduction, with_grad, workspace)
         ctx.save_for_backward(z, target, lam, r)
         ctx.consts = consts
+        ctx.workspace = workspace
         ctx.options = (margin, normalize, reduction)
         return loss
 
@@ -547,13 +560,13 @@ class _CALSPhrMean(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         z, target, lam, r = ctx.saved_tensors
         margin, normalize, reduction = ctx.options
-        nones = (None,) * 8
+        nones = (None,) * 9
         if torch.is_grad_enabled():  # create_graph=True: differentiate the plain expression
             args = (target, lam, r, margin, "phr", normalize, reduction, None)
             return (_reference_grad(z, grad, *args), *nones)
         g = ctx.grad
         if g is None:  # handed over by an earlier backward (retain_graph=True): formed again, identically
-            g = _phr_mean_terms(z.detach(), target, ctx.consts, reduction, True)[1]
+            g = _phr_mean_terms(z.detach(), target, ctx.consts, reduction, True, ctx.workspace)[1]
         ctx.grad = None
         if grad.device.type == "cpu" and bool(grad == 1):  # the usual loss.backward()
             return (g, *nones)
@@ -561,13 +574,24 @@ class _CALSPhrMean(torch.autograd.Function):
 
 
 def _phr_mean_terms(
-    z: Tensor, target: Tensor, consts: tuple[Tensor, ...], reduction: str, with_grad: bool
+    z: Tensor,
+    target: Tensor,
+    consts: tuple[Tensor, ...],
+    reduction: str,
+    with_grad: bool,
+    workspace: Workspace | None = None,
 ) -> tuple[Tensor, Tensor | None]:
-    """The loss of :class:`_CALSPhrMean` and, when ``with_grad``, its gradient for a unit upstream gradient."""
-    n = z.shape[0]
+    """The loss of :class:`_CALSPhrMean` and, when ``with_grad``, its gradient for a unit upstream gradient.
+
+    The distances (turned into :math:`u`, then into the mask of the maxima) live in a buffer of
+    ``workspace`` when one is given (see :mod:`tailwise.functional._workspace`), else in a fresh one.
+    """
+    n, c = z.shape
     alpha, beta, q, k = consts
     rows = target.unsqueeze(1)
-    d, at_max, arg_max = _distance_to_max(z)  # d = max_k z_k - z >= 0
+    buf, storage = workspace.take((n, c), z) if workspace is not None else (torch.empty_like(z), None)
+    zmax = z.amax(dim=1, keepdim=True)
+    d = torch.sub(zmax, z, out=buf)  # d = max_k z_k - z >= 0, exactly 0 at the maxima
     d_y = d.gather(1, rows)  # the labels index first (bounds-checked on the CPU)
     e = torch.neg(d).exp_()  # exp(z - max z), each row's largest entry 1
     s = e.sum(dim=1, keepdim=True)
@@ -577,13 +601,22 @@ def _phr_mean_terms(
     scale = 1.0 / n if reduction == "mean" else 1.0
     if reduction == "mean":
         loss.mul_(scale)
-    if not with_grad:
-        return loss, None
-    grad = e.mul_(s.reciprocal_().mul_(scale))  # softmax / N
-    grad.scatter_add_(1, rows, torch.full((n, 1), -scale, dtype=z.dtype, device=z.device))
-    q_scaled = q * scale
-    grad.addcmul_(u, q_scaled, value=-1)
-    _add_at_max(grad, torch.mv(u, q_scaled).unsqueeze_(1), at_max, arg_max)
+    if with_grad:
+        grad = e.mul_(s.reciprocal_().mul_(scale))  # softmax / N
+        grad.scatter_add_(1, rows, torch.full((n, 1), -scale, dtype=z.dtype, device=z.device))
+        q_scaled = q * scale
+        grad.addcmul_(u, q_scaled, value=-1)
+        # amax's gradient: each row's share sum_j q_j u_j at its maxima, split evenly among ties. A
+        # row without an active constraint (u = 0) has no share; when no row has one (a CPU test,
+        # no device synchronisation) the maxima are not looked for.
+        share = torch.mv(u, q_scaled).unsqueeze_(1)
+        if not z.is_cpu or bool(share.any()):
+            at_max = torch.eq(z, zmax, out=u)  # u is no longer needed: the mask, 0/1, takes its place
+            grad.addcmul_(at_max, share.div_(at_max.sum(dim=1, keepdim=True)))
+    else:
+        grad = None
+    if workspace is not None:
+        workspace.give_back(storage)
     return loss, grad
 
 
@@ -618,17 +651,18 @@ class _CALSPhrMeanTransposed(torch.autograd.Function):
         rows = target.unsqueeze(0)
         log_p_sum = float(buf.gather(0, rows).sum())
         zmax = zt.amax(dim=0, keepdim=True)
-        d = torch.sub(zmax, zt)
-        at_max = torch.eq(zt, zmax, out=torch.empty_like(d))  # 0/1 in the logits' dtype
-        u = torch.addcmul(alpha, d, beta, out=d).clamp_min_(0)  # sqrt(w) P'(h), (C, N)
+        u = torch.addcmul(alpha, torch.sub(zmax, zt), beta).clamp_min_(0)  # sqrt(w) P'(h), (C, N)
         # the reductions are CPU scalars here: the loss is formed in double precision
         scale = 1.0 / n if reduction == "mean" else 1.0
-        value = (float(torch.linalg.vector_norm(u)) ** 2 - log_p_sum - k * n) * scale
+        norm_u = float(torch.linalg.vector_norm(u))
+        value = (norm_u**2 - log_p_sum - k * n) * scale
         if grad_enabled and ctx.needs_input_grad[0]:  # (under no_grad the flag is still set)
             grad_t = buf.exp_().scatter_(0, rows, -1.0, reduce="add")
             grad_t.addcmul_(u, q_col, value=-1)
-            share = torch.mm(q_col.t(), u)  # sum_j q_j u_j per sample, (1, N)
-            grad_t.addcmul_(at_max, share.div_(at_max.sum(dim=0, keepdim=True)))
+            if norm_u != 0.0:  # some constraint is active: amax's share at the maxima (ties split it)
+                share = torch.mm(q_col.t(), u)  # sum_j q_j u_j per sample, (1, N)
+                at_max = torch.eq(zt, zmax, out=u)  # 0/1 in the logits' dtype, in u's place
+                grad_t.addcmul_(at_max, share.div_(at_max.sum(dim=0, keepdim=True)))
             ctx.save_for_backward(grad_t, z, target, lam, r)
             ctx.scale = scale
         ctx.options = (margin, normalize, reduction)
