@@ -185,16 +185,13 @@ class _AdjustedCrossEntropy(torch.autograd.Function):
         _write_adjusted(log_p, z, index, scale, multiplier, offset, shift)
         ctx.softmax_ahead = _softmax_in_forward(z)
         if ctx.softmax_ahead:
-            torch.softmax(buf, 1, out=buf)
             ctx.probs = buf
 
             def exact(rows: Tensor) -> Tensor:
                 t = _adjusted_logits(z[rows], index[rows], scale, multiplier, offset, None if shift is None else shift[rows])
                 return torch.log_softmax(t, 1).gather(1, index[rows]).squeeze(1)
 
-            log_p_y = label_log_probs(buf, index, exact)
-            sample_weight = None if weight is None else weight.index_select(0, target)
-            return reduce_loss(log_p_y.neg_(), reduction, sample_weight)
+            return softmax_cross_entropy_(buf, target, index, weight, reduction, exact)
         torch.log_softmax(buf, 0 if transposed else 1, out=buf)
         ctx.probs = buf
         # the second half of F.cross_entropy: same reductions and weighted mean
@@ -274,10 +271,31 @@ def label_log_probs(p: Tensor, index: Tensor, exact: Callable[[Tensor], Tensor])
     """
     p_y = p.gather(1, index).squeeze(1)
     log_p_y = p_y.log()
-    if p_y.numel() and float(p_y.min()) < torch.finfo(p.dtype).tiny:
-        rows = torch.nonzero(p_y < torch.finfo(p.dtype).tiny).squeeze(1)
+    tiny = torch.finfo(p.dtype).tiny
+    if p_y.numel() and float(p_y.min()) < tiny:
+        rows = torch.nonzero(p_y < tiny).squeeze(1)
         log_p_y[rows] = exact(rows)
     return log_p_y
+
+
+def softmax_cross_entropy_(
+    buf: Tensor,
+    target: Tensor,
+    index: Tensor,
+    weight: Tensor | None,
+    reduction: str,
+    exact: Callable[[Tensor], Tensor],
+) -> Tensor:
+    """``F.cross_entropy`` of the ``(N, C)`` CPU logits in ``buf``, which becomes their softmax in place.
+
+    The loss comes from the labels' log-probabilities (:func:`label_log_probs`, ``exact`` recomputing
+    the rows whose probability underflows), with PyTorch's weighted reductions; ``index`` is
+    ``target.unsqueeze(1)``. The fused kernels then form their gradient in ``buf``.
+    """
+    torch.softmax(buf, 1, out=buf)
+    log_p_y = label_log_probs(buf, index, exact)
+    sample_weight = None if weight is None else weight.index_select(0, target)
+    return reduce_loss(log_p_y.neg_(), reduction, sample_weight)
 
 
 def _reference(

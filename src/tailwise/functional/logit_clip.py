@@ -46,9 +46,8 @@ from tailwise._validation import (
     checked_by_computation,
     describe,
 )
-from tailwise.functional._fused import _softmax_in_forward, _transposed, label_log_probs
+from tailwise.functional._fused import _softmax_in_forward, _transposed, softmax_cross_entropy_
 from tailwise.functional._prepared import PreparedLosses
-from tailwise.functional._reduce import reduce_loss
 from tailwise.functional._workspace import Workspace
 
 __all__ = ["LOGIT_CLIP_MODES", "clip_logits", "logit_clip_loss"]
@@ -288,16 +287,13 @@ class _ClipCrossEntropy(torch.autograd.Function):
         ctx.softmax_ahead = _softmax_in_forward(z)
         ctx.probs = buf
         if ctx.softmax_ahead:
-            torch.softmax(buf, 1, out=buf)
             index = target.unsqueeze(1)
 
             def exact(rows: Tensor) -> Tensor:
                 clipped = torch.mul(z[rows], scale[rows])
                 return torch.log_softmax(clipped, 1).gather(1, index[rows]).squeeze(1)
 
-            log_p_y = label_log_probs(buf, index, exact)
-            sample_weight = None if weight is None else weight.index_select(0, target)
-            return reduce_loss(log_p_y.neg_(), reduction, sample_weight)
+            return softmax_cross_entropy_(buf, target, index, weight, reduction, exact)
         torch.log_softmax(buf, 0 if transposed else 1, out=buf)
         return F.nll_loss(log_p, target, weight=weight, reduction=reduction)
 
