@@ -316,13 +316,13 @@ def cals_fn(
         return transposed_fn
 
     if w is None and reduction != "none":
-        workspace = Workspace() if like.is_cpu else None
+        mean_consts = _PhrMeanConstants(consts, like)
 
         def phr_mean_fn(z: Tensor, target: Tensor) -> Tensor:
             if z.shape[0] == 0:
                 return _CALSLoss.apply(z, target, lam, r, consts, margin, penalty, normalize, reduction, w)
             return _CALSPhrMean.apply(
-                z, target, lam, r, consts, margin, normalize, reduction, torch.is_grad_enabled(), workspace
+                z, target, lam, r, mean_consts, margin, normalize, reduction, torch.is_grad_enabled()
             )
 
         return phr_mean_fn
@@ -529,8 +529,9 @@ class _CALSPhrMean(torch.autograd.Function):
 
     The last term (``amax``'s gradient) vanishes in every row without an active constraint
     (:math:`u = 0`, as in the first epoch with the official :math:`\lambda = 10^{-6}` while distances
-    stay below the margin); on the CPU the mask of the maxima is only built when some row has one.
-    The distances and :math:`u` live in a scratch buffer reused across calls
+    stay below the margin); on the CPU the mask of the maxima is only built when some row has one,
+    and one product with column codes then finds the single maximum of each row (see
+    :func:`_add_at_maxima`). :math:`u` and the mask live in a scratch buffer reused across calls
     (:mod:`tailwise.functional._workspace`), so a call allocates only the gradient.
     """
 
@@ -541,18 +542,16 @@ class _CALSPhrMean(torch.autograd.Function):
         target: Tensor,
         lam: Tensor,
         r: Tensor,
-        consts: tuple[Tensor, ...],
+        consts: _PhrMeanConstants,
         margin: float,
         normalize: bool,
         reduction: str,
         grad_enabled: bool,
-        workspace: Workspace | None,
     ) -> Tensor:
         with_grad = grad_enabled and ctx.needs_input_grad[0]
-        loss, ctx.grad = _phr_mean_terms(z, target, consts, reduction, with_grad, workspace)
+        loss, ctx.grad = _phr_mean_terms(z, target, consts, reduction, with_grad)
         ctx.save_for_backward(z, target, lam, r)
         ctx.consts = consts
-        ctx.workspace = workspace
         ctx.options = (margin, normalize, reduction)
         return loss
 
@@ -560,64 +559,128 @@ class _CALSPhrMean(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         z, target, lam, r = ctx.saved_tensors
         margin, normalize, reduction = ctx.options
-        nones = (None,) * 9
+        nones = (None,) * 8
         if torch.is_grad_enabled():  # create_graph=True: differentiate the plain expression
             args = (target, lam, r, margin, "phr", normalize, reduction, None)
             return (_reference_grad(z, grad, *args), *nones)
         g = ctx.grad
         if g is None:  # handed over by an earlier backward (retain_graph=True): formed again, identically
-            g = _phr_mean_terms(z.detach(), target, ctx.consts, reduction, True, ctx.workspace)[1]
+            g = _phr_mean_terms(z.detach(), target, ctx.consts, reduction, True)[1]
         ctx.grad = None
-        if grad.device.type == "cpu" and bool(grad == 1):  # the usual loss.backward()
+        if grad.is_cpu and float(grad) == 1.0:  # the usual loss.backward()
             return (g, *nones)
         return (g.mul_(grad), *nones)
 
 
-def _phr_mean_terms(
-    z: Tensor,
-    target: Tensor,
-    consts: tuple[Tensor, ...],
-    reduction: str,
-    with_grad: bool,
-    workspace: Workspace | None = None,
-) -> tuple[Tensor, Tensor | None]:
-    """The loss of :class:`_CALSPhrMean` and, when ``with_grad``, its gradient for a unit upstream gradient.
+class _PhrMeanConstants:
+    """The constants of :class:`_CALSPhrMean` for one state of the multipliers, and what calls reuse.
 
-    The distances (turned into :math:`u`, then into the mask of the maxima) live in a buffer of
-    ``workspace`` when one is given (see :mod:`tailwise.functional._workspace`), else in a fresh one.
+    ``alpha``, ``beta`` and ``q`` are those of :func:`_phr_constants` and ``k`` its constant as a
+    Python number; ``codes`` are the column codes of :func:`_add_at_maxima` (``None`` where they do not
+    apply); ``workspace`` holds the ``(N, C)`` scratch buffer on the CPU (``None`` elsewhere). ``q``
+    scaled by a mean's :math:`1/N` is kept for the last batch size.
+    """
+
+    __slots__ = ("_q_mean", "alpha", "beta", "codes", "k", "q", "workspace")
+
+    def __init__(self, consts: tuple[Tensor, ...], like: Tensor) -> None:
+        self.alpha, self.beta, self.q, k = consts
+        self.k = float(k)
+        self.codes = _maxima_codes(like)
+        self.workspace = Workspace() if like.is_cpu else None
+        self._q_mean: tuple[int, Tensor] | None = None
+
+    def q_scaled(self, n: int, reduction: str) -> Tensor:
+        """``q / n`` for the mean of ``n`` samples, ``q`` for the sum."""
+        if reduction != "mean":
+            return self.q
+        cached = self._q_mean
+        if cached is None or cached[0] != n:
+            cached = self._q_mean = (n, self.q / n)
+        return cached[1]
+
+
+def _phr_mean_terms(
+    z: Tensor, target: Tensor, consts: _PhrMeanConstants, reduction: str, with_grad: bool
+) -> tuple[Tensor, Tensor | None]:
+    r"""The loss of :class:`_CALSPhrMean` and, when ``with_grad``, its gradient for a unit upstream gradient.
+
+    The shifted logits :math:`t = z - \max_k z_k = -d` are formed once, in the buffer that becomes
+    the exponentials and then the gradient; :math:`u = \max(0, \sqrt{w}\alpha - \sqrt{w}\beta\,t)`
+    is read from them first, into the scratch buffer of ``consts.workspace`` (see
+    :mod:`tailwise.functional._workspace`; a fresh one off the CPU), where the mask of the maxima
+    later replaces it.
     """
     n, c = z.shape
-    alpha, beta, q, k = consts
     rows = target.unsqueeze(1)
-    buf, storage = workspace.take((n, c), z) if workspace is not None else (torch.empty_like(z), None)
+    workspace = consts.workspace
+    if workspace is not None:
+        buf, storage = workspace.take((n, c), z)
+    else:
+        buf, storage = torch.empty((n, c), dtype=z.dtype, device=z.device), None
     zmax = z.amax(dim=1, keepdim=True)
-    d = torch.sub(zmax, z, out=buf)  # d = max_k z_k - z >= 0, exactly 0 at the maxima
-    d_y = d.gather(1, rows)  # the labels index first (bounds-checked on the CPU)
-    e = torch.neg(d).exp_()  # exp(z - max z), each row's largest entry 1
+    e = torch.sub(z, zmax)  # t = -d <= 0, exactly 0 at the maxima
+    t_y = e.gather(1, rows)  # the labels index first (bounds-checked on the CPU)
+    u = torch.addcmul(consts.alpha, e, consts.beta, value=-1, out=buf).clamp_min_(0)  # sqrt(w) P'(h)
+    e.exp_()  # exp(z - max z), each row's largest entry 1
     s = e.sum(dim=1, keepdim=True)
-    ce = d_y.sum().add_(s.log().sum())  # sum_i -log softmax(z_i)_{y_i}
-    u = torch.addcmul(alpha, d, beta, out=d).clamp_min_(0)  # sqrt(w) P'(h)
-    loss = torch.linalg.vector_norm(u).square_().add_(ce).sub_(k * n)
-    scale = 1.0 / n if reduction == "mean" else 1.0
+    u_flat = u.view(-1)
+    loss = torch.dot(u_flat, u_flat).add_(torch.sub(s.log(), t_y).sum())  # ||u||^2 + sum_i CE_i
+    loss.sub_(consts.k * n)
     if reduction == "mean":
-        loss.mul_(scale)
+        loss.mul_(1.0 / n)
     if with_grad:
-        grad = e.mul_(s.reciprocal_().mul_(scale))  # softmax / N
-        grad.scatter_add_(1, rows, torch.full((n, 1), -scale, dtype=z.dtype, device=z.device))
-        q_scaled = q * scale
+        scale = 1.0 / n if reduction == "mean" else 1.0
+        grad = e.mul_(s.reciprocal_().mul_(scale) if scale != 1.0 else s.reciprocal_())  # softmax / N
+        grad.scatter_(1, rows, -scale, reduce="add")
+        q_scaled = consts.q_scaled(n, reduction)
         grad.addcmul_(u, q_scaled, value=-1)
         # amax's gradient: each row's share sum_j q_j u_j at its maxima, split evenly among ties. A
         # row without an active constraint (u = 0) has no share; when no row has one (a CPU test,
         # no device synchronisation) the maxima are not looked for.
-        share = torch.mv(u, q_scaled).unsqueeze_(1)
+        share = torch.mv(u, q_scaled)
         if not z.is_cpu or bool(share.any()):
             at_max = torch.eq(z, zmax, out=u)  # u is no longer needed: the mask, 0/1, takes its place
-            grad.addcmul_(at_max, share.div_(at_max.sum(dim=1, keepdim=True)))
+            _add_at_maxima(grad, at_max, share, consts.codes)
     else:
         grad = None
     if workspace is not None:
         workspace.give_back(storage)
     return loss, grad
+
+
+def _maxima_codes(like: Tensor) -> Tensor | None:
+    """The column codes :math:`C + j` of :func:`_add_at_maxima` for logits like ``like``, or ``None``.
+
+    Only on the CPU (elsewhere the test for ties would synchronise), for float32 with fewer than
+    :math:`2^{22}` classes and float64 (where every code sum below :math:`4C` is an exact integer).
+    """
+    c = like.shape[1]
+    limit = {torch.float32: 1 << 22, torch.float64: 1 << 50}.get(like.dtype, 0)
+    if not like.is_cpu or c >= limit:
+        return None
+    return torch.arange(c, 2 * c, dtype=like.dtype)
+
+
+def _add_at_maxima(grad: Tensor, at_max: Tensor, share: Tensor, codes: Tensor | None) -> None:
+    r"""Add each row's ``share`` ``(N,)`` to ``grad`` at the maxima marked by the 0/1 mask ``at_max``.
+
+    The share is split evenly among tied maxima (``amax``'s gradient). With the column codes
+    :math:`C + j` (``codes``, see :func:`_maxima_codes`) one product locates the maxima: a row's code
+    sum :math:`\sum_j [\text{max at } j]\,(C + j)` is exact and lies in :math:`[C, 2C)` exactly when
+    the row has a single maximum, at :math:`j = \text{sum} - C` (two or more give at least
+    :math:`2C + 1`; a row without one, of NaN logits, gives 0). When every row has a single maximum
+    the shares are scattered there; otherwise, and without codes, they are added through the mask,
+    divided by each row's number of maxima.
+    """
+    if codes is not None:
+        c = at_max.shape[1]
+        sums = torch.mv(at_max, codes)
+        low, high = torch.aminmax(sums)
+        if float(low) >= c and float(high) < 2 * c:
+            grad.scatter_add_(1, sums.sub_(c).long().unsqueeze_(1), share.unsqueeze(1))
+            return
+    grad.addcmul_(at_max, share.unsqueeze(1).div_(at_max.sum(dim=1, keepdim=True)))
 
 
 class _CALSPhrMeanTransposed(torch.autograd.Function):
