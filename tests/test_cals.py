@@ -518,68 +518,6 @@ def test_ddp_sync_gives_union_multipliers(tmp_path: Path) -> None:
     torch.testing.assert_close(results[0]["lambd"], results[1]["lambd"], rtol=0, atol=0)
 
 
-# ----------------------------------------------------------------------------- maxima of the fused kernel
-def _add_at_maxima_reference(grad: torch.Tensor, z: torch.Tensor, share: torch.Tensor) -> torch.Tensor:
-    """Row by row: each row's share split evenly among the positions of its maximum (amax's gradient)."""
-    out = grad.clone()
-    for i in range(z.shape[0]):
-        at = [j for j in range(z.shape[1]) if z[i, j] == z[i].max()]
-        for j in at:
-            out[i, j] += share[i] / len(at)
-    return out
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("rows", ["single", "ties", "no maximum"])
-def test_add_at_maxima_by_codes_equals_mask_and_reference(dtype: torch.dtype, rows: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tailwise.functional.cals import _add_at_maxima, _maxima_codes
-
-    g = torch.Generator().manual_seed(21)
-    z = torch.randn(64, 37, dtype=torch.float64, generator=g).to(dtype)
-    if rows == "ties":
-        z[9, 30] = z[9].max()  # a second maximum in one row
-    elif rows == "no maximum":
-        z[9, 4] = math.nan  # a NaN row has no position equal to its maximum
-    zmax = z.amax(dim=1, keepdim=True)
-    share = torch.rand(64, dtype=dtype, generator=g)
-    grad = torch.randn(64, 37, dtype=dtype, generator=g)
-    codes = _maxima_codes(z)
-    assert codes is not None and codes.dtype == dtype
-    torch.testing.assert_close(codes, torch.arange(37, 74, dtype=dtype))
-    scattered = []
-    scatter_add = torch.Tensor.scatter_add_
-
-    def spy(self: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-        scattered.append(1)
-        return scatter_add(self, *args, **kwargs)
-
-    by_codes = grad.clone()
-    monkeypatch.setattr(torch.Tensor, "scatter_add_", spy)
-    _add_at_maxima(by_codes, torch.eq(z, zmax).to(dtype), share.clone(), codes)
-    monkeypatch.undo()
-    assert bool(scattered) == (rows == "single")  # a tie or a row without a maximum falls back to the mask
-    by_mask = grad.clone()
-    _add_at_maxima(by_mask, torch.eq(z, zmax).to(dtype), share.clone(), None)
-    torch.testing.assert_close(by_codes, by_mask, equal_nan=True)
-    if rows != "no maximum":
-        torch.testing.assert_close(by_codes, _add_at_maxima_reference(grad, z, share))
-    else:  # every other row gets its share; the NaN row (share over no maximum) becomes NaN
-        keep = torch.arange(64) != 9
-        torch.testing.assert_close(by_codes[keep], _add_at_maxima_reference(grad[keep], z[keep], share[keep]))
-        assert torch.isnan(by_codes[9]).all()
-
-
-def test_maxima_codes_only_where_exact_and_on_the_cpu() -> None:
-    from tailwise.functional.cals import _maxima_codes
-
-    assert _maxima_codes(torch.empty(2, 5, dtype=torch.float16)) is None  # code sums not exact
-    assert _maxima_codes(torch.empty(2, 5, dtype=torch.bfloat16)) is None
-    assert _maxima_codes(torch.empty(2, 5, device="meta")) is None  # elsewhere the test would synchronise
-    assert _maxima_codes(torch.empty(1, 1).expand(1, 1 << 22)) is None  # float32 sums beyond 2^24
-    assert _maxima_codes(torch.empty(1, 1).expand(1, (1 << 22) - 1)) is not None
-    assert _maxima_codes(torch.empty(1, 1, dtype=torch.float64).expand(1, 1 << 22)) is not None
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_unweighted_phr_kernel_with_nan_logits_unchecked(dtype: torch.dtype) -> None:
     # with value checks off, NaN logits give a NaN loss (no indexing error from the maxima search)

@@ -42,6 +42,7 @@ from tailwise._validation import (
     checked_by_computation,
 )
 from tailwise.functional._fused import _transposed, log_softmax_rows, loss_coefficients, softmax_like
+from tailwise.functional._maxima import add_at_maxima, maxima_codes
 from tailwise.functional._prepared import PreparedLosses
 from tailwise.functional._reduce import reduce_loss
 from tailwise.functional._workspace import Workspace
@@ -531,7 +532,7 @@ class _CALSPhrMean(torch.autograd.Function):
     (:math:`u = 0`, as in the first epoch with the official :math:`\lambda = 10^{-6}` while distances
     stay below the margin); on the CPU the mask of the maxima is only built when some row has one,
     and one product with column codes then finds the single maximum of each row (see
-    :func:`_add_at_maxima`). :math:`u` and the mask live in a scratch buffer reused across calls
+    :func:`~tailwise.functional._maxima.add_at_maxima`). :math:`u` and the mask live in a scratch buffer reused across calls
     (:mod:`tailwise.functional._workspace`), so a call allocates only the gradient.
     """
 
@@ -576,7 +577,7 @@ class _PhrMeanConstants:
     """The constants of :class:`_CALSPhrMean` for one state of the multipliers, and what calls reuse.
 
     ``alpha``, ``beta`` and ``q`` are those of :func:`_phr_constants` and ``k`` its constant as a
-    Python number; ``codes`` are the column codes of :func:`_add_at_maxima` (``None`` where they do not
+    Python number; ``codes`` are the column codes of :func:`~tailwise.functional._maxima.add_at_maxima` (``None`` where they do not
     apply); ``workspace`` holds the ``(N, C)`` scratch buffer on the CPU (``None`` elsewhere). ``q``
     scaled by a mean's :math:`1/N` is kept for the last batch size.
     """
@@ -586,7 +587,7 @@ class _PhrMeanConstants:
     def __init__(self, consts: tuple[Tensor, ...], like: Tensor) -> None:
         self.alpha, self.beta, self.q, k = consts
         self.k = float(k)
-        self.codes = _maxima_codes(like)
+        self.codes = maxima_codes(like)
         self.workspace = Workspace() if like.is_cpu else None
         self._q_mean: tuple[int, Tensor] | None = None
 
@@ -641,46 +642,12 @@ def _phr_mean_terms(
         share = torch.mv(u, q_scaled)
         if not z.is_cpu or bool(share.any()):
             at_max = torch.eq(z, zmax, out=u)  # u is no longer needed: the mask, 0/1, takes its place
-            _add_at_maxima(grad, at_max, share, consts.codes)
+            add_at_maxima(grad, at_max, share, consts.codes)
     else:
         grad = None
     if workspace is not None:
         workspace.give_back(storage)
     return loss, grad
-
-
-def _maxima_codes(like: Tensor) -> Tensor | None:
-    """The column codes :math:`C + j` of :func:`_add_at_maxima` for logits like ``like``, or ``None``.
-
-    Only on the CPU (elsewhere the test for ties would synchronise), for float32 with fewer than
-    :math:`2^{22}` classes and float64 (where every code sum below :math:`4C` is an exact integer).
-    """
-    c = like.shape[1]
-    limit = {torch.float32: 1 << 22, torch.float64: 1 << 50}.get(like.dtype, 0)
-    if not like.is_cpu or c >= limit:
-        return None
-    return torch.arange(c, 2 * c, dtype=like.dtype)
-
-
-def _add_at_maxima(grad: Tensor, at_max: Tensor, share: Tensor, codes: Tensor | None) -> None:
-    r"""Add each row's ``share`` ``(N,)`` to ``grad`` at the maxima marked by the 0/1 mask ``at_max``.
-
-    The share is split evenly among tied maxima (``amax``'s gradient). With the column codes
-    :math:`C + j` (``codes``, see :func:`_maxima_codes`) one product locates the maxima: a row's code
-    sum :math:`\sum_j [\text{max at } j]\,(C + j)` is exact and lies in :math:`[C, 2C)` exactly when
-    the row has a single maximum, at :math:`j = \text{sum} - C` (two or more give at least
-    :math:`2C + 1`; a row without one, of NaN logits, gives 0). When every row has a single maximum
-    the shares are scattered there; otherwise, and without codes, they are added through the mask,
-    divided by each row's number of maxima.
-    """
-    if codes is not None:
-        c = at_max.shape[1]
-        sums = torch.mv(at_max, codes)
-        low, high = torch.aminmax(sums)
-        if float(low) >= c and float(high) < 2 * c:
-            grad.scatter_add_(1, sums.sub_(c).long().unsqueeze_(1), share.unsqueeze(1))
-            return
-    grad.addcmul_(at_max, share.unsqueeze(1).div_(at_max.sum(dim=1, keepdim=True)))
 
 
 class _CALSPhrMeanTransposed(torch.autograd.Function):
