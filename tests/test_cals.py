@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from kernel_checks import check_gradient_handed_over
 from tailwise import validation_disabled
 from tailwise.functional import (
     CALS_PENALTIES,
@@ -23,6 +25,9 @@ from tailwise.functional import (
 from tailwise.losses import CALSLoss
 from tailwise.registry import LOSSES
 from tailwise.train.distributed import shutdown_distributed
+
+if TYPE_CHECKING:
+    from conftest import EqCalls
 
 
 def _logits(n: int = 12, c: int = 5, scale: float = 8.0) -> torch.Tensor:
@@ -185,16 +190,7 @@ def test_unweighted_phr_gradient_formed_ahead(
     torch.testing.assert_close(fused.double(), plain, **tol)
     with torch.no_grad():
         torch.testing.assert_close(cals_loss(a, y, lam, rho, margin=3.0, reduction=reduction).double(), plain, **tol)
-    up = torch.tensor(upstream, dtype=torch.float64)
-    fused.backward(up.to(dtype), retain_graph=True)
-    plain.backward(up)
-    torch.testing.assert_close(a.grad.double(), b.grad, **tol)
-    first = a.grad
-    a.grad.mul_(-5.0)  # an optimiser writing into .grad must not reach the saved gradient
-    a.grad = None
-    fused.backward(up.to(dtype))
-    torch.testing.assert_close(a.grad.double(), b.grad, **tol)
-    assert a.grad.data_ptr() != first.data_ptr()
+    check_gradient_handed_over(fused, plain, a, b, upstream, **tol)
 
 
 @pytest.mark.parametrize("activity", ["none", "one row", "all rows"])
@@ -204,7 +200,7 @@ def test_unweighted_phr_gradient_formed_ahead(
      ((37, 6), torch.float32, "_CALSPhrMeanTransposed")],
 )
 def test_maxima_looked_for_only_with_an_active_constraint(
-    shape: tuple[int, int], dtype: torch.dtype, kernel: str, activity: str, monkeypatch: pytest.MonkeyPatch
+    shape: tuple[int, int], dtype: torch.dtype, kernel: str, activity: str, eq_calls: EqCalls
 ) -> None:
     """amax's share of the gradient is zero in a row without an active constraint (u = 0).
 
@@ -226,20 +222,12 @@ def test_maxima_looked_for_only_with_an_active_constraint(
     y[5] = 0  # not one of the tied maxima
     lam = torch.full((c,), 1e-6, dtype=torch.float64)
     rho = torch.ones(c, dtype=torch.float64)
-    masks = []
-    eq = torch.eq
-
-    def counting_eq(*args: object, **kwargs: object) -> torch.Tensor:
-        masks.append(1)
-        return eq(*args, **kwargs)
-
     a = z.to(dtype, copy=True).requires_grad_(True)
-    monkeypatch.setattr(torch, "eq", counting_eq)
-    fused = cals_loss(a, y, lam, rho, margin=3.0)
-    fused.backward()
-    monkeypatch.setattr(torch, "eq", eq)
+    with eq_calls:
+        fused = cals_loss(a, y, lam, rho, margin=3.0)
+        fused.backward()
     assert type(fused.grad_fn).__name__ == kernel + "Backward"
-    assert (len(masks) > 0) == (activity != "none")
+    assert (eq_calls.count > 0) == (activity != "none")
     b = z.clone().requires_grad_(True)
     _plain_cals(b, y, lam, rho, None, "mean").backward()
     tol = {} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-6}

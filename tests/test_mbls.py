@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import math
+from typing import TYPE_CHECKING
+
 import pytest
 import torch
 import torch.nn.functional as F
 
+from kernel_checks import check_gradient_handed_over
 from tailwise import validation_disabled
 from tailwise.functional import mbls_loss, mbls_margin_penalty
 from tailwise.losses import MbLSLoss
 from tailwise.registry import LOSSES
+
+if TYPE_CHECKING:
+    from conftest import EqCalls
 
 
 def _data(n: int = 10, c: int = 6, scale: float = 10.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,7 +42,13 @@ def test_matches_loop_reference() -> None:
 
 def test_small_logits_have_no_margin_term() -> None:
     z, y = _data(scale=0.1)
-    torch.testing.assert_close(mbls_loss(z, y), F.cross_entropy(z, y), rtol=0, atol=0)
+    a = z.clone().requires_grad_(True)
+    b = z.clone().requires_grad_(True)
+    loss, ce = mbls_loss(a, y), F.cross_entropy(b, y)
+    torch.testing.assert_close(loss, ce, rtol=1e-15, atol=0)
+    loss.backward()
+    ce.backward()
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-14, atol=1e-16)
     torch.testing.assert_close(mbls_margin_penalty(z), torch.zeros(10, dtype=torch.float64))
 
 
@@ -86,18 +99,21 @@ def test_bad_inputs() -> None:
         mbls_loss(z, torch.rand(10, 6, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("weighted", [True, False])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_fused_matches_plain_autograd_with_ties(reduction: str) -> None:
+def test_fused_matches_plain_autograd_with_ties(reduction: str, weighted: bool) -> None:
     # rounded logits: tied maxima (Tensor.max's gradient goes to its returned index) and distances
     # exactly at the margin (relu's gradient is 0 there); the official composition is the reference.
     g = torch.Generator().manual_seed(5)
     z = (torch.randn(64, 7, dtype=torch.float64, generator=g) * 4).round()
     z[:8, 3] = z[:8].amax(dim=1)
     y = torch.randint(7, (64,), generator=g)
-    w = torch.rand(7, dtype=torch.float64, generator=g) + 0.5
+    w = torch.rand(7, dtype=torch.float64, generator=g) + 0.5 if weighted else None
     a = z.clone().requires_grad_(True)
     b = z.clone().requires_grad_(True)
     fused = mbls_loss(a, y, margin=3.0, alpha=0.3, reduction=reduction, weight=w)
+    kernel = "_MbLSLoss" if weighted or reduction == "none" else "_MbLSMean"
+    assert type(fused.grad_fn).__name__ == kernel + "Backward"
     ce = F.cross_entropy(b, y, weight=w, reduction="none")
     pen = mbls_margin_penalty(b, 3.0)
     if reduction == "none":
@@ -105,7 +121,7 @@ def test_fused_matches_plain_autograd_with_ties(reduction: str) -> None:
     elif reduction == "sum":
         plain = ce.sum() + 0.3 * pen.sum()
     else:
-        plain = ce.sum() / w[y].sum() + 0.3 * pen.mean()
+        plain = ce.sum() / (w[y].sum() if weighted else len(y)) + 0.3 * pen.mean()
     torch.testing.assert_close(fused, plain)
     upstream = torch.rand_like(fused)
     fused.backward(upstream)
@@ -129,3 +145,94 @@ def test_module_weight_cache_follows_set_weight() -> None:
     w = torch.tensor([2.0, 1.0, 1.0, 1.0, 1.0, 0.5])
     torch.testing.assert_close(mod(z.float(), y), mbls_loss(z.float(), y, margin=3.0, weight=w))
     assert not torch.equal(first, mod(z.float(), y))
+
+
+# ----------------------------------------------------------------------------- unweighted kernel
+def _plain_mbls(z: torch.Tensor, y: torch.Tensor, margin: float, alpha: float, reduction: str) -> torch.Tensor:
+    """The official composition, CE + alpha * relu(max - z - m).mean(), through plain autograd."""
+    diff = z.max(dim=1, keepdim=True).values - z
+    pen = F.relu(diff - margin).mean(dim=1)
+    ce = F.cross_entropy(z, y, reduction="none")
+    return ce.mean() + alpha * pen.mean() if reduction == "mean" else ce.sum() + alpha * pen.sum()
+
+
+@pytest.mark.parametrize("upstream", [1.0, 0.7])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("activity", ["none", "some", "all rows"])
+@pytest.mark.parametrize(("shape", "dtype"), [((300, 40), torch.float32), ((300, 40), torch.float64), ((5, 3), torch.float64)])
+def test_unweighted_kernel_matches_plain_autograd(
+    shape: tuple[int, int], dtype: torch.dtype, activity: str, reduction: str, upstream: float, eq_calls: EqCalls
+) -> None:
+    """Value and gradient of the official composition (float64 on the same values), with the gradient
+    formed in the forward: handed to autograd at a unit upstream gradient, formed again by a second
+    backward through a retained graph, never aliased with an earlier .grad; the maxima are only looked
+    for when some distance exceeds the margin."""
+    g = torch.Generator().manual_seed(8)
+    n, c = shape
+    z = (torch.rand(n, c, dtype=torch.float64, generator=g) * 4).to(dtype).double()  # distances below 4
+    if activity == "some":
+        z[1, 0] = -30.0
+        z[n - 1, c - 1] = -7.5
+    elif activity == "all rows":
+        z[:, 1] = -20.0
+    z[2, :] = z[2].amax()  # a row of ties everywhere: Tensor.max takes the first
+    y = torch.randint(c, (n,), generator=g)
+    a = z.to(dtype, copy=True).requires_grad_(True)
+    with eq_calls:
+        fused = mbls_loss(a, y, margin=5.0, alpha=0.4, reduction=reduction)
+    assert type(fused.grad_fn).__name__ == "_MbLSMeanBackward"
+    b = z.clone().requires_grad_(True)
+    plain = _plain_mbls(b, y, 5.0, 0.4, reduction)
+    tol = {} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-6}
+    torch.testing.assert_close(fused.double(), plain, **tol)
+    assert (eq_calls.count > 0) == (activity != "none")  # the maxima are only looked for with an active margin
+    check_gradient_handed_over(fused, plain, a, b, upstream, **tol)
+    with torch.no_grad():
+        torch.testing.assert_close(mbls_loss(a, y, margin=5.0, alpha=0.4, reduction=reduction).double(), plain, **tol)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_checks_by_computation(dtype: torch.dtype, weighted: bool) -> None:
+    # on the CPU both kernels check the labels by their bounds-checked indexing and the logits by the
+    # loss's finiteness: the messages are those of the checks in front
+    z, y = _data(12, 5)
+    z = z.to(dtype)
+    w = torch.rand(5, dtype=torch.float64) + 0.5 if weighted else None
+    module = MbLSLoss(margin=2.0, weight=w)
+    for loss in (module, lambda zz, yy: mbls_loss(zz, yy, margin=2.0, weight=w)):
+        bad = y.clone()
+        bad[4] = 5
+        with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\] for 5 classes"):
+            loss(z, bad)
+        for value in (math.nan, math.inf, -math.inf):
+            z_bad = z.clone()
+            z_bad[3, 1] = value
+            with pytest.raises(ValueError, match=r"logits must be finite; got 1 NaN/Inf value"):
+                loss(z_bad, y)
+        with validation_disabled():  # unchecked: whatever the computation gives, no indexing error
+            z_bad = z.clone().requires_grad_(True)
+            with torch.no_grad():
+                z_bad[3, 1] = math.nan
+            out = loss(z_bad, y)
+            assert math.isnan(float(out.detach()))
+            out.backward()
+            assert torch.isfinite(z_bad.grad[4:]).all()
+
+
+def test_module_state_follows_batch_size_and_dtype() -> None:
+    # the module's scratch buffer and column codes follow the logits' batch size, dtype and classes
+    g = torch.Generator().manual_seed(9)
+    module = MbLSLoss(margin=1.0, alpha=0.3)
+    for n, c, dtype in ((50, 20, torch.float32), (20, 20, torch.float32), (50, 20, torch.float64), (70, 9, torch.float32), (50, 20, torch.float32)):
+        z = torch.randn(n, c, dtype=torch.float64, generator=g) * 3
+        y = torch.randint(c, (n,), generator=g)
+        a = z.to(dtype).requires_grad_(True)
+        b = z.to(dtype).double().requires_grad_(True)
+        fused = module(a, y)
+        plain = _plain_mbls(b, y, 1.0, 0.3, "mean")
+        tol = {} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-6}
+        torch.testing.assert_close(fused.double(), plain, **tol)
+        fused.backward()
+        plain.backward()
+        torch.testing.assert_close(a.grad.double(), b.grad, **tol)

@@ -237,3 +237,30 @@ def test_modules_pickle_after_use(name: str) -> None:
     for clone in (pickle.loads(pickle.dumps(loss)), copy.deepcopy(loss)):
         torch.testing.assert_close(clone(z, y), expected)
     torch.testing.assert_close(loss(z, y), expected)
+
+
+@pytest.mark.parametrize("shape", [(16, 5), (300, 40)])
+@pytest.mark.parametrize(
+    "name", ["vs", "la", "cdt", "ldam", "bayias", "cals", "logit_clip", "alpha", "mbls", "ce", "weighted_ce", "class_balanced", "label_smoothing", "focal"]
+)
+def test_a_module_first_called_in_inference_mode_trains_afterwards(name: str, shape: tuple[int, int]) -> None:
+    # constants prepared (or buffers cast) during an inference-mode call are inference tensors, which
+    # autograd refuses to save: a later training call must prepare its own
+    import tailwise.losses  # noqa: F401  (registers the losses)
+    from tailwise.registry import LOSSES
+
+    n, c = shape
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(n, c, generator=g) * 3
+    y = torch.randint(c, (n,), generator=g)
+    counts = torch.logspace(0, -2, c).mul(500).round().clamp_min(1).tolist()
+    loss = LOSSES.build(name, {}, class_counts=counts, num_classes=c)
+    with torch.inference_mode():
+        first = loss(z, y)
+    leaf = z.clone().requires_grad_(True)
+    value = loss(leaf, y)
+    value.backward()
+    torch.testing.assert_close(value.detach(), first)
+    assert leaf.grad is not None and torch.isfinite(leaf.grad).all()
+    with torch.inference_mode():  # and back
+        torch.testing.assert_close(loss(z, y), first)

@@ -67,3 +67,19 @@ def test_copies_and_pickles_start_empty() -> None:
     for other in (copy.deepcopy(ws), pickle.loads(pickle.dumps(ws))):
         _, got = other.take((3, 3), torch.zeros(1))
         assert got.data_ptr() != storage.data_ptr()
+
+
+def test_an_inference_buffer_is_not_handed_out_outside_inference_mode() -> None:
+    ws = Workspace()
+    like = torch.empty(2, 3)
+    with torch.inference_mode():
+        buf, storage = ws.take((4, 5), like)
+        assert buf.is_inference()
+        ws.give_back(storage)
+        again, storage = ws.take((4, 5), like)  # inside inference mode it is reused
+        assert again.data_ptr() == buf.data_ptr()
+        ws.give_back(storage)
+    fresh, storage = ws.take((4, 5), like)
+    assert not fresh.is_inference()
+    fresh.fill_(1.0)  # writable outside inference mode
+    ws.give_back(storage)

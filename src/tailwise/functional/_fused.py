@@ -448,12 +448,13 @@ def cached_vector(
     Loss modules keep their per-class vectors as float64 buffers; casting them for every call is a
     few small kernels that dominate small batches. The cast is reused while the buffer is the same
     tensor object at the same version (in-place changes, ``load_state_dict``, ``.to()`` and
-    reassignment all invalidate it) and the dtype, device and scale match. ``cache=None`` casts.
+    reassignment all invalidate it) and the dtype, device and scale match. ``cache=None`` casts, and
+    so does a call in inference mode (its cast, an inference tensor, could not be saved by autograd).
     """
     if vec is None:
         return None
-    if vec.is_inference():  # no version counter: cast every call
-        cache = None
+    if vec.is_inference() or torch.is_inference_mode_enabled():
+        cache = None  # no version counter, or a cast that autograd could not save: cast every call
     if cache is not None:
         hit = cache.get(key)
         if (

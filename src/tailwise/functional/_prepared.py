@@ -7,7 +7,9 @@ or ``None``, the checked constants are kept as a prepared ``fn(z, target)`` unde
 
 * each tensor argument's identity and version counter (an in-place change, or another tensor, misses);
 * each number's type and value, and each string;
-* the logits' dtype, device and number of classes.
+* the logits' dtype, device and number of classes;
+* whether inference mode is on (constants made in inference mode are inference tensors, which autograd
+  refuses to save, so they serve only calls in inference mode).
 
 A list or an array argument, or an inference-mode tensor (which has no version counter), cannot be
 keyed (it may change without a trace), so such calls prepare the loss every time, as do calls with
@@ -26,6 +28,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from tailwise._validation import validation_enabled
@@ -52,7 +55,7 @@ class PreparedLosses:
         """The key of a call, or ``None`` when an argument cannot be keyed."""
         if not isinstance(logits, Tensor) or logits.ndim != 2:
             return None
-        parts: list[Any] = [name, logits.dtype, logits.device, logits.shape[1]]
+        parts: list[Any] = [name, logits.dtype, logits.device, logits.shape[1], torch.is_inference_mode_enabled()]
         for arg in args:
             if isinstance(arg, Tensor):
                 if arg.is_inference():  # no version counter: a change could not be seen

@@ -36,7 +36,13 @@ class Workspace:
             buf = self._free.pop()  # atomic: a concurrent caller finds the list empty
         except IndexError:
             buf = None
-        if buf is None or buf.numel() < numel or buf.dtype != like.dtype or buf.device != like.device:
+        if (
+            buf is None
+            or buf.numel() < numel
+            or buf.dtype != like.dtype
+            or buf.device != like.device
+            or (buf.is_inference() and not torch.is_inference_mode_enabled())  # read-only outside inference mode
+        ):
             buf = torch.empty(numel, dtype=like.dtype, device=like.device)
         return buf[:numel].view(shape), buf
 

@@ -20,9 +20,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tailwise._validation import check_logits_target, check_positive, check_reduction, check_weight
+from tailwise._validation import (
+    check_logits_target,
+    check_positive,
+    check_reduction,
+    check_weight,
+    checked_by_computation,
+)
 from tailwise.functional._fused import cached_vector, log_softmax_rows, loss_coefficients, softmax_like
+from tailwise.functional._maxima import add_at_first_maximum, maxima_codes
 from tailwise.functional._reduce import reduce_loss
+from tailwise.functional._workspace import Workspace
 
 __all__ = ["mbls_loss", "mbls_margin_penalty"]
 
@@ -73,14 +81,37 @@ def _mbls(
     weight: Tensor | None,
     cache: dict | None = None,
 ) -> Tensor:
-    """:func:`mbls_loss` with an optional ``cache``: a module's weight cast to the logits' dtype."""
-    check_logits_target(logits, target)
+    """:func:`mbls_loss` with an optional ``cache`` of a module: its weight cast to the logits' dtype and
+    the state of the unweighted kernel (:class:`_MbLSMeanState`).
+
+    Without class weights and with a ``"mean"`` or ``"sum"`` reduction the loss runs
+    :class:`_MbLSMean` (gradient formed in the forward), otherwise :class:`_MbLSLoss`. On the CPU the
+    labels' range and the logits' finiteness are checked by the computation (see
+    :func:`tailwise._validation.checked_by_computation`); elsewhere the checks come first.
+    """
+    on_cpu = isinstance(logits, Tensor) and logits.is_cpu
+    check_logits_target(logits, target, label_range=not on_cpu, finite=not on_cpu)
     check_reduction(reduction)
     alpha = check_positive("alpha", alpha, allow_zero=True)
     weight = check_weight(weight, logits.shape[1])
     margin = check_positive("margin", margin, allow_zero=True)
     z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
-    return _MbLSLoss.apply(z, target.long(), margin, alpha, reduction, cached_vector(cache, "weight", weight, z))
+    labels = target if target.dtype == torch.int64 else target.long()
+    if weight is None and reduction != "none" and z.shape[0] > 0:
+        state = _mean_state(cache, z)
+
+        def fn(z: Tensor, target: Tensor) -> Tensor:
+            return _MbLSMean.apply(z, target, margin, alpha, reduction, torch.is_grad_enabled(), state)
+
+    else:
+        w = cached_vector(cache, "weight", weight, z)
+
+        def fn(z: Tensor, target: Tensor) -> Tensor:
+            return _MbLSLoss.apply(z, target, margin, alpha, reduction, w)
+
+    if on_cpu:
+        return checked_by_computation(fn, z, labels, logits)
+    return fn(z, labels)
 
 
 def _mbls_reference(
@@ -146,3 +177,135 @@ class _MbLSLoss(torch.autograd.Function):
             grad_z.addcmul_(active, k, value=-1)
             grad_z.scatter_add_(1, arg_max, active.sum(dim=1, keepdim=True).mul_(k))
         return (grad_z, *nones)
+
+
+class _MbLSMeanState:
+    """What calls of :class:`_MbLSMean` on logits of one dtype, device and class count reuse.
+
+    The column codes of :func:`~tailwise.functional._maxima.maxima_codes` and, for a module on the CPU,
+    a :class:`~tailwise.functional._workspace.Workspace` holding the ``(N, C)`` scratch buffer.
+    """
+
+    __slots__ = ("codes", "workspace")
+
+    def __init__(self, like: Tensor, reuse: bool) -> None:
+        self.codes = maxima_codes(like)
+        self.workspace = Workspace() if reuse and like.is_cpu else None
+
+    def take(self, n: int, c: int, like: Tensor) -> tuple[Tensor, Tensor | None]:
+        """A scratch ``(n, c)`` tensor like ``like`` and the storage to give back (``None``: a fresh one)."""
+        if self.workspace is None:
+            return torch.empty((n, c), dtype=like.dtype, device=like.device), None
+        return self.workspace.take((n, c), like)
+
+    def give_back(self, storage: Tensor | None) -> None:
+        """Return a buffer of :meth:`take` for the next call."""
+        if storage is not None and self.workspace is not None:
+            self.workspace.give_back(storage)
+
+
+def _mean_state(cache: dict | None, z: Tensor) -> _MbLSMeanState:
+    """The :class:`_MbLSMeanState` for ``z``, kept in a module's ``cache`` (fresh, without reuse, for ``None``)."""
+    if cache is None:
+        return _MbLSMeanState(z, reuse=False)
+    key = (z.dtype, z.device, z.shape[1])
+    hit = cache.get("mean_kernel")
+    if hit is None or hit[0] != key:
+        hit = cache["mean_kernel"] = (key, _MbLSMeanState(z, reuse=True))
+    return hit[1]
+
+
+class _MbLSMean(torch.autograd.Function):
+    r"""MbLS without class weights and with a ``"mean"`` or ``"sum"`` reduction, gradient formed ahead.
+
+    With :math:`t = z - \max_k z_k = -d` (formed once), :math:`r = \min(t + m, 0) = -[d - m]_+`
+    (exactly the official ``relu(d - m)``, negated), :math:`a = [d > m] = -\operatorname{sign}(r)` and
+    :math:`j^*` the index ``Tensor.max`` returns (the first maximum), the loss is
+    :math:`c\,(\sum_i \mathrm{CE}_i - \frac{\alpha}{C}\sum_{ij} r_{ij})` and its gradient for a unit
+    upstream gradient
+
+    .. math:: c\,\Bigl(\operatorname{softmax}(z) - e_y - \frac{\alpha}{C}\bigl(a
+        - [l = j^*] \textstyle\sum_j a_{j}\bigr)\Bigr),
+
+    with :math:`c = 1/N` for the mean and 1 for the sum. The softmax comes from :math:`e = \exp(t)`
+    (:math:`\mathrm{CE} = \log\sum_j e_j - t_y`), scaled in place into the gradient, which the
+    backward returns (times the upstream gradient when it is not 1) without a copy; a second backward
+    through a retained graph forms it again. When no distance exceeds the margin (the penalty is 0, a
+    CPU test), :math:`a = 0` and the maximum is not looked for; otherwise one product with column codes
+    finds every row's single maximum (``Tensor.max``'s indices under ties, see
+    :mod:`tailwise.functional._maxima`). :math:`r` lives in a scratch buffer reused across a module's
+    calls on the CPU, so a call allocates only the gradient.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        z: Tensor,
+        target: Tensor,
+        margin: float,
+        alpha: float,
+        reduction: str,
+        grad_enabled: bool,
+        state: _MbLSMeanState,
+    ) -> Tensor:
+        with_grad = grad_enabled and ctx.needs_input_grad[0]
+        loss, ctx.grad = _mbls_mean_terms(z, target, margin, alpha, reduction, with_grad, state)
+        ctx.save_for_backward(z, target)
+        ctx.options = (margin, alpha, reduction, state)
+        return loss
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        z, target = ctx.saved_tensors
+        margin, alpha, reduction, state = ctx.options
+        nones = (None,) * 6
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the plain expression
+            loss = _mbls_reference(z, target, margin, alpha, reduction, None)
+            (grad_z,) = torch.autograd.grad(loss, z, grad, create_graph=True)
+            return (grad_z, *nones)
+        g = ctx.grad
+        if g is None:  # handed over by an earlier backward (retain_graph=True): formed again, identically
+            g = _mbls_mean_terms(z.detach(), target, margin, alpha, reduction, True, state)[1]
+        ctx.grad = None
+        if grad.is_cpu and float(grad) == 1.0:  # the usual loss.backward()
+            return (g, *nones)
+        return (g.mul_(grad), *nones)
+
+
+def _mbls_mean_terms(
+    z: Tensor, target: Tensor, margin: float, alpha: float, reduction: str, with_grad: bool, state: _MbLSMeanState
+) -> tuple[Tensor, Tensor | None]:
+    """The loss of :class:`_MbLSMean` and, when ``with_grad``, its gradient for a unit upstream gradient."""
+    n, c = z.shape
+    rows = target.unsqueeze(1)
+    zmax = z.amax(dim=1, keepdim=True)
+    e = torch.sub(z, zmax)  # t = -d <= 0, exactly 0 at the maxima
+    t_y = e.gather(1, rows)  # the labels index first (bounds-checked on the CPU)
+    penalised = alpha != 0
+    if penalised:
+        buf, storage = state.take(n, c, z)
+        r = torch.add(e, margin, out=buf).clamp_max_(0)  # -relu(d - m)
+        neg_penalty = r.sum()
+    e.exp_()  # exp(z - max z), each row's largest entry 1
+    s = e.sum(dim=1, keepdim=True)
+    loss = torch.sub(s.log(), t_y).sum()  # sum_i -log softmax(z_i)_{y_i}
+    if penalised:
+        loss.sub_(neg_penalty, alpha=alpha / c)
+    if reduction == "mean":
+        loss.mul_(1.0 / n)
+    grad = None
+    if with_grad:
+        scale = 1.0 / n if reduction == "mean" else 1.0
+        grad = e.mul_(s.reciprocal_().mul_(scale) if scale != 1.0 else s.reciprocal_())  # softmax / N
+        grad.scatter_(1, rows, -scale, reduce="add")
+        # the margin term: -k a, and Tensor.max's gradient k sum_j a_j at the first maximum; with no
+        # distance beyond the margin (a zero penalty, read on the CPU) a = 0 and nothing is added
+        if penalised and (not z.is_cpu or float(neg_penalty) != 0.0):
+            k = alpha / c * scale
+            neg_active = r.sign_()  # -a: -1 where d > m, 0 elsewhere
+            grad.add_(neg_active, alpha=k)
+            share = neg_active.sum(dim=1).mul_(-k)
+            add_at_first_maximum(grad, z, zmax, share, buf, state.codes)
+    if penalised:
+        state.give_back(storage)
+    return loss, grad
