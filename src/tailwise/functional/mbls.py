@@ -27,7 +27,7 @@ from tailwise._validation import (
     check_weight,
     checked_by_computation,
 )
-from tailwise.functional._fused import cached_vector, log_softmax_rows, loss_coefficients, softmax_like
+from tailwise.functional._fused import _transposed, cached_vector, log_softmax_rows, loss_coefficients, softmax_like
 from tailwise.functional._maxima import add_at_first_maximum, maxima_codes
 from tailwise.functional._reduce import reduce_loss
 from tailwise.functional._workspace import Workspace
@@ -85,7 +85,8 @@ def _mbls(
     the state of the unweighted kernel (:class:`_MbLSMeanState`).
 
     Without class weights and with a ``"mean"`` or ``"sum"`` reduction the loss runs
-    :class:`_MbLSMean` (gradient formed in the forward), otherwise :class:`_MbLSLoss`. On the CPU the
+    :class:`_MbLSMean` (gradient formed in the forward; :class:`_MbLSMeanTransposed` for float32 CPU
+    logits with fewer than 16 classes), otherwise :class:`_MbLSLoss`. On the CPU the
     labels' range and the logits' finiteness are checked by the computation (see
     :func:`tailwise._validation.checked_by_computation`); elsewhere the checks come first.
     """
@@ -97,7 +98,12 @@ def _mbls(
     margin = check_positive("margin", margin, allow_zero=True)
     z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
     labels = target if target.dtype == torch.int64 else target.long()
-    if weight is None and reduction != "none" and z.shape[0] > 0:
+    if weight is None and reduction != "none" and z.shape[0] > 0 and _transposed(z):
+
+        def fn(z: Tensor, target: Tensor) -> Tensor:
+            return _MbLSMeanTransposed.apply(z, target, margin, alpha, reduction, torch.is_grad_enabled())
+
+    elif weight is None and reduction != "none" and z.shape[0] > 0:
         state = _mean_state(cache, z)
 
         def fn(z: Tensor, target: Tensor) -> Tensor:
@@ -309,3 +315,53 @@ def _mbls_mean_terms(
     if penalised:
         state.give_back(storage)
     return loss, grad
+
+
+class _MbLSMeanTransposed(torch.autograd.Function):
+    r""":class:`_MbLSMean` for float32 CPU logits with fewer than 16 classes, in the ``(C, N)`` layout.
+
+    The log-softmax runs along dim 0 of the transposed logits, vectorised over the samples (see
+    :mod:`tailwise.functional._fused`), and its buffer becomes :math:`G^\top`, the gradient for a unit
+    upstream gradient; the backward is one product by the upstream gradient and the reduction's scale.
+    The two reductions (the labels' log-probabilities and the penalty) are read as CPU scalars and the
+    loss is formed from them in double precision, in fewer operations than on tensors. ``Tensor.max``'s
+    share goes to its returned index, taken only when some distance exceeds the margin.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, z: Tensor, target: Tensor, margin: float, alpha: float, reduction: str, grad_enabled: bool
+    ) -> Tensor:
+        n, c = z.shape
+        zt = z.t()
+        buf = torch.log_softmax(zt, 0)
+        rows = target.unsqueeze(0)
+        log_p_sum = float(buf.gather(0, rows).sum())  # the labels index first (bounds-checked)
+        zmax = zt.amax(dim=0, keepdim=True)
+        r = torch.sub(zt, zmax).add_(margin).clamp_max_(0)  # -relu(d - m), (C, N)
+        neg_penalty = float(r.sum())
+        scale = 1.0 / n if reduction == "mean" else 1.0
+        k = alpha / c
+        value = (-log_p_sum - k * neg_penalty) * scale
+        if grad_enabled and ctx.needs_input_grad[0]:  # (under no_grad the flag is still set)
+            grad_t = buf.exp_().scatter_(0, rows, -1.0, reduce="add")  # softmax - e_y
+            if alpha != 0 and neg_penalty != 0.0:  # some distance exceeds the margin
+                neg_active = r.sign_()  # -a
+                grad_t.add_(neg_active, alpha=k)
+                share = neg_active.sum(dim=0, keepdim=True).mul_(-k)
+                grad_t.scatter_add_(0, zt.max(dim=0, keepdim=True).indices, share)  # Tensor.max's index
+            ctx.save_for_backward(grad_t, z, target)
+            ctx.scale = scale
+        ctx.options = (margin, alpha, reduction)
+        return torch.scalar_tensor(value, dtype=z.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        grad_t, z, target = ctx.saved_tensors
+        nones = (None,) * 5
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the plain expression
+            margin, alpha, reduction = ctx.options
+            loss = _mbls_reference(z, target, margin, alpha, reduction, None)
+            (grad_z,) = torch.autograd.grad(loss, z, grad, create_graph=True)
+            return (grad_z, *nones)
+        return (grad_t.t().mul(float(grad) * ctx.scale), *nones)
