@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
+import pytest
 import torch
 
 
@@ -26,3 +29,22 @@ def check_gradient_handed_over(
     fused.backward(up.to(fused.dtype))
     torch.testing.assert_close(a.grad.double(), b.grad, **tol)
     assert a.grad.data_ptr() != first.data_ptr()
+
+
+def check_value_messages(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], z: torch.Tensor, y: torch.Tensor, bad_labels: tuple[int, ...]) -> None:
+    """``loss`` refuses each of ``bad_labels`` at sample 4 and a NaN or infinite logit at ``[3, 1]``.
+
+    The messages are those of the checks in front (``check_label_range``, ``check_finite``), whether
+    the loss checks in front or by its computation.
+    """
+    c = z.shape[1]
+    for bad_label in bad_labels:
+        bad = y.clone()
+        bad[4] = bad_label
+        with pytest.raises(ValueError, match=rf"labels must lie in \[0, {c - 1}\] for {c} classes"):
+            loss(z, bad)
+    for value in (math.nan, math.inf, -math.inf):
+        z_bad = z.clone()
+        z_bad[3, 1] = value
+        with pytest.raises(ValueError, match=r"logits must be finite; got 1 NaN/Inf value"):
+            loss(z_bad, y)

@@ -10,6 +10,7 @@ soft targets, label smoothing) and computes in float32 when the logits are half 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,7 @@ from tailwise._validation import (
     check_probability,
     check_reduction,
     check_weight,
+    checked_by_computation,
     validation_enabled,
 )
 from tailwise.functional._fused import _transposed
@@ -74,11 +76,33 @@ def cross_entropy(
         ValueError: bad shapes, labels out of range, non-finite logits, a bad ``reduction``,
             ``weight`` or ``label_smoothing``.
     """
-    check_logits_target(logits, target, allow_soft=True)
+    eps = check_probability("label_smoothing", label_smoothing)
+    # unweighted smoothing of class indices on the CPU, reduced: a fused kernel that checks the labels'
+    # range and the logits' finiteness by its computation (with the checks off, PyTorch's function,
+    # whose ignore_index semantics the kernel does not share)
+    smoothed = (
+        eps > 0.0
+        and weight is None
+        and reduction in ("mean", "sum")
+        and isinstance(logits, Tensor)
+        and logits.is_cpu
+        and isinstance(target, Tensor)
+        and not target.is_floating_point()
+        and validation_enabled()
+    )
+    check_logits_target(logits, target, allow_soft=True, label_range=not smoothed, finite=not smoothed)
     check_reduction(reduction)
     weight = check_weight(weight, logits.shape[1])
-    eps = check_probability("label_smoothing", label_smoothing)
     z = _compute_logits(logits)
+    if smoothed and z.shape[0] > 0:
+        kernel = _SmoothedCrossEntropyTransposed if _transposed(z) else _SmoothedCrossEntropy
+
+        def fn(z: Tensor, target: Tensor) -> Tensor:
+            return kernel.apply(z, target, eps, reduction, torch.is_grad_enabled())
+
+        return checked_by_computation(fn, z, target.long(), logits)
+    if smoothed:  # an empty batch: the label and logit checks were left to the kernel
+        check_logits_target(logits, target, allow_soft=True)
     if target.is_floating_point():
         target = target.to(z.dtype)
     else:
@@ -108,3 +132,110 @@ def _few_classes_cross_entropy(z: Tensor, target: Tensor, weight: Tensor | None,
     elif reduction == "sum":
         smooth = smooth.sum()
     return nll * (1.0 - eps) + smooth * (eps / z.shape[1])
+
+
+class _SmoothedCrossEntropy(torch.autograd.Function):
+    r"""Label-smoothed cross-entropy of class indices, unweighted ``"mean"`` or ``"sum"``, gradient formed ahead.
+
+    With :math:`t = z - \max_k z_k`, :math:`e = \exp(t)` and :math:`s = \sum_c e_c`, the loss of a
+    sample is :math:`-\sum_c q_c \log\operatorname{softmax}(z)_c = \log s - (1-\epsilon)\,t_y -
+    \frac{\epsilon}{C}\sum_c t_c` (:math:`q = (1-\epsilon)\,e_y + \epsilon/C` sums to one) and its
+    gradient :math:`\operatorname{softmax}(z) - (1-\epsilon)\,e_y - \epsilon/C`, times :math:`1/N` for
+    the mean: PyTorch's ``label_smoothing`` without a separate log-softmax. The exponentials are
+    turned in place into the gradient, which the backward returns (times the upstream gradient when it
+    is not 1) without a copy; a second backward through a retained graph forms it again.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, z: Tensor, target: Tensor, eps: float, reduction: str, grad_enabled: bool
+    ) -> Tensor:
+        with_grad = grad_enabled and ctx.needs_input_grad[0]
+        loss, ctx.grad = _smoothed_terms(z, target, eps, reduction, with_grad)
+        ctx.save_for_backward(z, target)
+        ctx.options = (eps, reduction)
+        return loss
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        z, target = ctx.saved_tensors
+        eps, reduction = ctx.options
+        nones = (None,) * 4
+        if torch.is_grad_enabled():  # create_graph=True: differentiate PyTorch's expression
+            return (_smoothed_reference_grad(z, target, eps, reduction, grad), *nones)
+        g = ctx.grad
+        if g is None:  # handed over by an earlier backward (retain_graph=True): formed again, identically
+            g = _smoothed_terms(z.detach(), target, eps, reduction, True)[1]
+        ctx.grad = None
+        if grad.is_cpu and float(grad) == 1.0:  # the usual loss.backward()
+            return (g, *nones)
+        return (g.mul_(grad), *nones)
+
+
+def _smoothed_terms(
+    z: Tensor, target: Tensor, eps: float, reduction: str, with_grad: bool
+) -> tuple[Tensor, Tensor | None]:
+    """The loss of :class:`_SmoothedCrossEntropy` and, when ``with_grad``, its gradient for a unit upstream gradient."""
+    n, c = z.shape
+    rows = target.unsqueeze(1)
+    zmax = z.amax(dim=1, keepdim=True)
+    e = torch.sub(z, zmax)  # t <= 0
+    t_y = e.gather(1, rows)  # the labels index first (bounds-checked on the CPU)
+    t_sum = e.sum(dim=1, keepdim=True)
+    e.exp_()
+    s = e.sum(dim=1, keepdim=True)
+    loss = s.log().sub_(t_y, alpha=1.0 - eps).sub_(t_sum, alpha=eps / c).sum()
+    scale = 1.0 / n if reduction == "mean" else 1.0
+    if reduction == "mean":
+        loss.mul_(scale)
+    if not with_grad:
+        return loss, None
+    uniform = torch.full((), -eps / c * scale, dtype=z.dtype, device=z.device)
+    grad = torch.addcmul(uniform, e, s.reciprocal_().mul_(scale), out=e)  # softmax / N - eps / (C N)
+    grad.scatter_(1, rows, -(1.0 - eps) * scale, reduce="add")
+    return loss, grad
+
+
+def _smoothed_reference_grad(z: Tensor, target: Tensor, eps: float, reduction: str, grad: Tensor) -> Tensor:
+    """The gradient of ``F.cross_entropy(..., label_smoothing=eps)`` with its graph (double backward)."""
+    loss = F.cross_entropy(z, target, reduction=reduction, label_smoothing=eps)
+    (grad_z,) = torch.autograd.grad(loss, z, grad, create_graph=True)
+    return grad_z
+
+
+class _SmoothedCrossEntropyTransposed(torch.autograd.Function):
+    r""":class:`_SmoothedCrossEntropy` for float32 CPU logits with fewer than 16 classes, ``(C, N)`` layout.
+
+    The log-softmax runs along dim 0 of the transposed logits, vectorised over the samples (see
+    :mod:`tailwise.functional._fused`); the loss :math:`-\sum_i ((1-\epsilon)\log p_{iy_i} +
+    \frac{\epsilon}{C}\sum_c \log p_{ic})` comes from two sums read as CPU scalars and combined in
+    double precision, and the log-softmax buffer becomes :math:`G^\top`; the backward is one product
+    by the upstream gradient and the reduction's scale.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, z: Tensor, target: Tensor, eps: float, reduction: str, grad_enabled: bool
+    ) -> Tensor:
+        n, c = z.shape
+        buf = torch.log_softmax(z.t(), 0)
+        rows = target.unsqueeze(0)
+        log_p_y = float(buf.gather(0, rows).sum())  # the labels index first (bounds-checked)
+        log_p_all = float(buf.sum())
+        scale = 1.0 / n if reduction == "mean" else 1.0
+        value = -((1.0 - eps) * log_p_y + eps / c * log_p_all) * scale
+        if grad_enabled and ctx.needs_input_grad[0]:  # (under no_grad the flag is still set)
+            grad_t = buf.exp_().scatter_(0, rows, eps - 1.0, reduce="add").sub_(eps / c)
+            ctx.save_for_backward(grad_t, z, target)
+            ctx.scale = scale
+        ctx.options = (eps, reduction)
+        return torch.scalar_tensor(value, dtype=z.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        grad_t, z, target = ctx.saved_tensors
+        nones = (None,) * 4
+        if torch.is_grad_enabled():  # create_graph=True: differentiate PyTorch's expression
+            eps, reduction = ctx.options
+            return (_smoothed_reference_grad(z, target, eps, reduction, grad), *nones)
+        return (grad_t.t().mul(float(grad) * ctx.scale), *nones)
