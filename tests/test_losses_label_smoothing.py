@@ -123,10 +123,12 @@ def test_kernels_check_by_computation(shape: tuple[int, int], dtype: torch.dtype
     module = LabelSmoothingLoss(0.1)
     for loss in (module, lambda zz, yy: label_smoothing_loss(zz, yy, 0.1, reduction="sum")):
         check_value_messages(loss, z, y, (c, -1, -100))
-    with validation_disabled():  # unchecked: PyTorch's function, ignore_index included
+    with validation_disabled():  # unchecked: the same kernel, whose indexing refuses any label outside [0, C)
+        torch.testing.assert_close(label_smoothing_loss(z, y, 0.1).double(), F.cross_entropy(z.double(), y, label_smoothing=0.1))
         ignored = y.clone()
         ignored[4] = -100
-        torch.testing.assert_close(label_smoothing_loss(z, ignored, 0.1), F.cross_entropy(z, ignored, label_smoothing=0.1))
+        with pytest.raises((IndexError, RuntimeError), match="out of bounds"):
+            label_smoothing_loss(z, ignored, 0.1)
 
 
 def test_empty_batch_keeps_torch_semantics() -> None:

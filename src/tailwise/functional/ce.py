@@ -4,7 +4,10 @@ r"""Cross-entropy, the baseline every long-tail loss is compared with.
 
 A thin, validated wrapper over :func:`torch.nn.functional.cross_entropy` that keeps PyTorch's
 semantics exactly (class ``weight`` with the weighted mean :math:`\sum_i w_{y_i}\ell_i/\sum_i w_{y_i}`,
-soft targets, label smoothing) and computes in float32 when the logits are half or bfloat16.
+soft targets, label smoothing) and computes in float32 when the logits are half or bfloat16. On the
+CPU, label smoothing of class indices without class weights and with a ``"mean"`` or ``"sum"``
+reduction runs fused kernels (:class:`_SmoothedCrossEntropy` and its transposed twin for few classes)
+with PyTorch's values and gradients, computed without its separate log-softmax and smoothing term.
 """
 
 from __future__ import annotations
@@ -78,8 +81,8 @@ def cross_entropy(
     """
     eps = check_probability("label_smoothing", label_smoothing)
     # unweighted smoothing of class indices on the CPU, reduced: a fused kernel that checks the labels'
-    # range and the logits' finiteness by its computation (with the checks off, PyTorch's function,
-    # whose ignore_index semantics the kernel does not share)
+    # range and the logits' finiteness by its computation (with the checks off, a label outside
+    # [0, C), PyTorch's ignore_index -100 included, raises the indexing error)
     smoothed = (
         eps > 0.0
         and weight is None
@@ -88,7 +91,6 @@ def cross_entropy(
         and logits.is_cpu
         and isinstance(target, Tensor)
         and not target.is_floating_point()
-        and validation_enabled()
     )
     check_logits_target(logits, target, allow_soft=True, label_range=not smoothed, finite=not smoothed)
     check_reduction(reduction)
