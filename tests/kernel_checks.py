@@ -32,8 +32,9 @@ def check_gradient_handed_over(
 
 
 def check_value_messages(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], z: torch.Tensor, y: torch.Tensor, bad_labels: tuple[int, ...]) -> None:
-    """``loss`` refuses each of ``bad_labels`` at sample 4 and a NaN or infinite logit at ``[3, 1]``.
+    """``loss`` refuses each of ``bad_labels`` at sample 4 and a NaN or infinite logit of sample 3.
 
+    The bad logit is in a class other than the sample's label (where a cross-entropy can stay finite).
     The messages are those of the checks in front (``check_label_range``, ``check_finite``), whether
     the loss checks in front or by its computation.
     """
@@ -45,6 +46,6 @@ def check_value_messages(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tens
             loss(z, bad)
     for value in (math.nan, math.inf, -math.inf):
         z_bad = z.clone()
-        z_bad[3, 1] = value
+        z_bad[3, (int(y[3]) + 1) % c] = value
         with pytest.raises(ValueError, match=r"logits must be finite; got 1 NaN/Inf value"):
             loss(z_bad, y)

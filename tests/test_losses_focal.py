@@ -6,7 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from kernel_checks import check_value_messages
 from tailwise.functional import cross_entropy, focal_loss
+from tailwise.functional.focal import _focal_reference
 from tailwise.losses import FocalLoss
 from tailwise.registry import LOSSES
 
@@ -130,3 +132,72 @@ def test_few_classes_float32_matches_plain_formula(weighted: bool, variant: str)
     out.backward()
     ref.backward()
     torch.testing.assert_close(a.grad.double(), b.grad, rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- fused kernel
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0, 2.0])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("variant", ["standard", "ldam_repo"])
+@pytest.mark.parametrize(("shape", "dtype"), [((37, 6), torch.float32), ((64, 40), torch.float32), ((64, 40), torch.float64)])
+def test_fused_matches_plain_autograd(
+    shape: tuple[int, int], dtype: torch.dtype, variant: str, weighted: bool, reduction: str, gamma: float
+) -> None:
+    # the fused kernel (transposed log-softmax for few float32 classes) against autograd of the
+    # composition evaluated in float64 on the same values
+    g = torch.Generator().manual_seed(15)
+    n, c = shape
+    z = (torch.randn(n, c, dtype=torch.float64, generator=g) * 4).to(dtype).double()
+    y = torch.randint(c, (n,), generator=g)
+    w = torch.rand(c, dtype=torch.float64, generator=g) + 0.5 if weighted else None
+    a = z.to(dtype, copy=True).requires_grad_(True)
+    b = z.clone().requires_grad_(True)
+    fused = focal_loss(a, y, gamma=gamma, weight=w, reduction=reduction, variant=variant)
+    assert type(fused.grad_fn).__name__ == "_FocalLossBackward"
+    plain = _focal_reference(b, y, gamma, w, reduction, variant == "ldam_repo")
+    tol = {} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-6}
+    torch.testing.assert_close(fused.double(), plain, **tol)
+    upstream = torch.rand(n, dtype=torch.float64, generator=g) if reduction == "none" else torch.tensor(0.7, dtype=torch.float64)
+    fused.backward(upstream.to(dtype), retain_graph=True)
+    plain.backward(upstream)
+    torch.testing.assert_close(a.grad.double(), b.grad, **tol)
+    a.grad = None
+    fused.backward(upstream.to(dtype))  # the saved tensors serve a second backward
+    torch.testing.assert_close(a.grad.double(), b.grad, **tol)
+
+
+@pytest.mark.parametrize("variant", ["standard", "ldam_repo"])
+def test_certain_prediction_has_a_finite_gradient_below_gamma_one(variant: str) -> None:
+    # a true-class probability of exactly 1: (1 - p)^gamma has an infinite derivative for gamma < 1,
+    # times a zero log-probability; the limit of the product is 0, which the kernel returns
+    z = torch.tensor([[200.0, 0.0, 0.0], [0.5, -0.2, 0.1]], dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 2])
+    loss = focal_loss(z, y, gamma=0.5, variant=variant)
+    loss.backward()
+    assert torch.isfinite(z.grad).all()
+    torch.testing.assert_close(z.grad[0], torch.zeros(3, dtype=torch.float64))
+    rest = z.detach()[1:].clone().requires_grad_(True)
+    (_focal_reference(rest, y[1:], 0.5, None, "sum", variant == "ldam_repo") / 2).backward()
+    torch.testing.assert_close(z.grad[1:], rest.grad)
+
+
+def test_fused_double_backward() -> None:
+    g = torch.Generator().manual_seed(16)
+    z = torch.randn(30, 7, dtype=torch.float64, generator=g) * 3
+    y = torch.randint(7, (30,), generator=g)
+    v = torch.randn(30, 7, dtype=torch.float64, generator=g)
+    results = []
+    for fn in (lambda t: focal_loss(t, y, gamma=2.0, weight=W.repeat(2)[:7]), lambda t: _focal_reference(t, y, 2.0, W.repeat(2)[:7], "mean", False)):
+        leaf = z.clone().requires_grad_(True)
+        (first,) = torch.autograd.grad(fn(leaf), leaf, create_graph=True)
+        (second,) = torch.autograd.grad((first * v).sum(), leaf)
+        results.append((first.detach(), second))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    torch.testing.assert_close(results[0][1], results[1][1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_checks_by_computation(dtype: torch.dtype) -> None:
+    z, y = _batch(12, dtype)
+    for loss in (FocalLoss(gamma=2.0), lambda zz, yy: focal_loss(zz, yy, gamma=1.0, weight=W, variant="ldam_repo")):
+        check_value_messages(loss, z, y, (C, -1, -100))

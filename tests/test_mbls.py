@@ -205,7 +205,7 @@ def test_cpu_checks_by_computation(dtype: torch.dtype, weighted: bool) -> None:
     z = z.to(dtype)
     w = torch.rand(5, dtype=torch.float64) + 0.5 if weighted else None
     module = MbLSLoss(margin=2.0, weight=w)
-    for loss in (module, lambda zz, yy: mbls_loss(zz, yy, margin=2.0, weight=w)):
+    for loss in (module, lambda zz, yy: mbls_loss(zz, yy, margin=2.0, weight=w), MbLSLoss(alpha=0.0, weight=w)):
         check_value_messages(loss, z, y, (5, -1, -100))
         with validation_disabled():  # unchecked: whatever the computation gives, no indexing error
             z_bad = z.clone().requires_grad_(True)

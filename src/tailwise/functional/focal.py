@@ -22,6 +22,7 @@ variants agree.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,8 +34,9 @@ from tailwise._validation import (
     check_positive,
     check_reduction,
     check_weight,
+    checked_by_computation,
 )
-from tailwise.functional._fused import log_softmax_rows
+from tailwise.functional._fused import _transposed, loss_coefficients
 from tailwise.functional._reduce import reduce_loss
 from tailwise.functional.ce import _compute_logits, _vector_like
 
@@ -76,18 +78,103 @@ def focal_loss(
     Raises:
         ValueError: bad inputs, negative ``gamma``, unknown ``variant`` or ``reduction``.
     """
-    check_logits_target(logits, target)
+    on_cpu = isinstance(logits, Tensor) and logits.is_cpu
+    # the loss reads only the labels' log-probabilities, finite beside an infinite logit of another
+    # class: the logits are checked in front, the labels' range by the computation on the CPU
+    check_logits_target(logits, target, label_range=not on_cpu)
     check_reduction(reduction)
     check_in_choices("variant", variant, FOCAL_VARIANTS)
     gamma = check_positive("gamma", gamma, allow_zero=True)
     weight = check_weight(weight, logits.shape[1])
     z = _compute_logits(logits)
-    target = target.long()
+    labels = target.long()
     w = _vector_like(weight, z)
-    if variant == "ldam_repo":
-        weighted_ce = F.nll_loss(log_softmax_rows(z), target, weight=w, reduction="none")
-        per_sample = _focal_factor(-weighted_ce, gamma) * weighted_ce
-        return reduce_loss(per_sample, reduction)
-    log_p = log_softmax_rows(z).gather(1, target[:, None]).squeeze(1)
+    ldam_repo = variant == "ldam_repo"
+
+    def fn(z: Tensor, target: Tensor) -> Tensor:
+        return _FocalLoss.apply(z, target, gamma, w, reduction, ldam_repo)
+
+    if on_cpu:
+        return checked_by_computation(fn, z, labels, logits, finite=False)
+    return fn(z, labels)
+
+
+def _focal_reference(
+    z: Tensor, target: Tensor, gamma: float, weight: Tensor | None, reduction: str, ldam_repo: bool
+) -> Tensor:
+    """:func:`focal_loss` through plain autograd operations (the papers' composition)."""
+    if ldam_repo:
+        weighted_ce = F.nll_loss(torch.log_softmax(z, 1), target, weight=weight, reduction="none")
+        return reduce_loss(_focal_factor(-weighted_ce, gamma) * weighted_ce, reduction)
+    log_p = torch.log_softmax(z, 1).gather(1, target[:, None]).squeeze(1)
     per_sample = -_focal_factor(log_p, gamma) * log_p
-    return reduce_loss(per_sample, reduction, None if w is None else w[target])
+    return reduce_loss(per_sample, reduction, None if weight is None else weight[target])
+
+
+class _FocalLoss(torch.autograd.Function):
+    r"""Fused softmax focal loss (both variants) with the analytic gradient.
+
+    With :math:`q_i = a_i \log p_i` (:math:`a_i = w_{y_i}` for ``"ldam_repo"`` with class weights, so
+    that :math:`-q_i` is the weighted cross-entropy; else 1), :math:`u_i = 1 - e^{q_i}` (``expm1``) and
+    the per-sample loss :math:`\ell_i = -u_i^{\gamma} q_i`,
+
+    .. math:: \frac{\partial \ell_i}{\partial z_i} = a_i c_i\,(\operatorname{softmax}(z_i) - e_{y_i}),
+        \qquad c_i = u_i^{\gamma}\,(1 + \gamma\, e^{q_i} r_i), \quad r_i = -q_i / u_i,
+
+    with :math:`r_i = 1` (its limit) where :math:`u_i = 0`: finite for every :math:`\gamma \ge 0`,
+    also where autograd of :math:`u^{\gamma}` meets :math:`0^{\gamma - 1}` (:math:`\gamma < 1`, a
+    true-class probability of exactly 1). The forward keeps the log-softmax (transposed for float32 CPU
+    logits with fewer than 16 classes, see :mod:`tailwise.functional._fused`) and three per-sample
+    vectors instead of autograd's graph of the composition.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        z: Tensor,
+        target: Tensor,
+        gamma: float,
+        weight: Tensor | None,
+        reduction: str,
+        ldam_repo: bool,
+    ) -> Tensor:
+        transposed = _transposed(z)
+        if transposed:
+            log_p = torch.log_softmax(z.t(), 0)
+            lp = log_p.gather(0, target.unsqueeze(0)).squeeze(0)  # the labels index (bounds-checked)
+        else:
+            log_p = torch.log_softmax(z, 1)
+            lp = log_p.gather(1, target.unsqueeze(1)).squeeze(1)
+        sample_weight = None if weight is None else weight.index_select(0, target)
+        q = lp * sample_weight if ldam_repo and sample_weight is not None else lp
+        u = torch.expm1(q).neg_()  # 1 - p, accurate near p = 1
+        f = u.pow(gamma)
+        ctx.save_for_backward(z, target, log_p, q, u, f, weight, sample_weight)
+        ctx.options = (gamma, reduction, ldam_repo, transposed)
+        return reduce_loss(f.mul(q).neg_(), reduction, None if ldam_repo else sample_weight)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        z, target, log_p, q, u, f, weight, sample_weight = ctx.saved_tensors
+        gamma, reduction, ldam_repo, transposed = ctx.options
+        nones = (None,) * 5
+        if not ctx.needs_input_grad[0]:
+            return (None, *nones)
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the plain expression
+            loss = _focal_reference(z, target, gamma, weight, reduction, ldam_repo)
+            (grad_z,) = torch.autograd.grad(loss, z, grad, create_graph=True)
+            return (grad_z, *nones)
+        k, _ = loss_coefficients(grad, reduction, z.shape[0], None if ldam_repo else sample_weight)
+        c = q.neg().div_(u).masked_fill_(u == 0, 1.0)  # r
+        c.mul_(q.exp()).mul_(gamma).add_(1.0).mul_(f)  # u^gamma (1 + gamma p r)
+        if ldam_repo and sample_weight is not None:
+            c.mul_(sample_weight)
+        coef = c.unsqueeze(1).mul_(k)  # (N, 1)
+        if transposed:
+            row = coef.t()
+            grad_t = log_p.exp().mul_(row)
+            grad_t.scatter_add_(0, target.unsqueeze(0), row.neg())
+            return (grad_t.t(), *nones)
+        grad_z = log_p.exp().mul_(coef)
+        grad_z.scatter_add_(1, target.unsqueeze(1), coef.neg())
+        return (grad_z, *nones)

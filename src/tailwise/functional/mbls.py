@@ -90,10 +90,12 @@ def _mbls(
     labels' range and the logits' finiteness are checked by the computation (see
     :func:`tailwise._validation.checked_by_computation`); elsewhere the checks come first.
     """
-    on_cpu = isinstance(logits, Tensor) and logits.is_cpu
-    check_logits_target(logits, target, label_range=not on_cpu, finite=not on_cpu)
-    check_reduction(reduction)
     alpha = check_positive("alpha", alpha, allow_zero=True)
+    on_cpu = isinstance(logits, Tensor) and logits.is_cpu
+    # an infinite logit makes the margin term infinite; without it (alpha = 0) the cross-entropy alone
+    # can stay finite, so the logits are then checked in front
+    check_logits_target(logits, target, label_range=not on_cpu, finite=not on_cpu or alpha == 0)
+    check_reduction(reduction)
     weight = check_weight(weight, logits.shape[1])
     margin = check_positive("margin", margin, allow_zero=True)
     z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
@@ -116,7 +118,7 @@ def _mbls(
             return _MbLSLoss.apply(z, target, margin, alpha, reduction, w)
 
     if on_cpu:
-        return checked_by_computation(fn, z, labels, logits)
+        return checked_by_computation(fn, z, labels, logits, finite=alpha != 0)
     return fn(z, labels)
 
 
