@@ -49,3 +49,18 @@ def check_value_messages(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tens
         z_bad[3, (int(y[3]) + 1) % c] = value
         with pytest.raises(ValueError, match=r"logits must be finite; got 1 NaN/Inf value"):
             loss(z_bad, y)
+
+
+def check_double_backward(
+    fused: Callable[[torch.Tensor], torch.Tensor], plain: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, v: torch.Tensor, **tol: Any
+) -> None:
+    """First derivatives of ``fused`` and ``plain`` at ``z``, and their products with ``v`` differentiated
+    again (``create_graph=True``), agree."""
+    results = []
+    for fn in (fused, plain):
+        leaf = z.clone().requires_grad_(True)
+        (first,) = torch.autograd.grad(fn(leaf), leaf, create_graph=True)
+        (second,) = torch.autograd.grad((first * v).sum(), leaf)
+        results.append((first.detach(), second))
+    torch.testing.assert_close(results[0][0], results[1][0], **tol)
+    torch.testing.assert_close(results[0][1], results[1][1], **tol)

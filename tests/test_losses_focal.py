@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernel_checks import check_value_messages
+from kernel_checks import check_double_backward, check_value_messages
 from tailwise.functional import cross_entropy, focal_loss
 from tailwise.functional.focal import _focal_reference
 from tailwise.losses import FocalLoss
@@ -186,14 +186,7 @@ def test_fused_double_backward() -> None:
     z = torch.randn(30, 7, dtype=torch.float64, generator=g) * 3
     y = torch.randint(7, (30,), generator=g)
     v = torch.randn(30, 7, dtype=torch.float64, generator=g)
-    results = []
-    for fn in (lambda t: focal_loss(t, y, gamma=2.0, weight=W.repeat(2)[:7]), lambda t: _focal_reference(t, y, 2.0, W.repeat(2)[:7], "mean", False)):
-        leaf = z.clone().requires_grad_(True)
-        (first,) = torch.autograd.grad(fn(leaf), leaf, create_graph=True)
-        (second,) = torch.autograd.grad((first * v).sum(), leaf)
-        results.append((first.detach(), second))
-    torch.testing.assert_close(results[0][0], results[1][0])
-    torch.testing.assert_close(results[0][1], results[1][1])
+    check_double_backward(lambda t: focal_loss(t, y, gamma=2.0, weight=W.repeat(2)[:7]), lambda t: _focal_reference(t, y, 2.0, W.repeat(2)[:7], "mean", False), z, v)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
