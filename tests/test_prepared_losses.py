@@ -10,8 +10,19 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import tailwise
-from tailwise.functional import bayias_loss, cals_loss, cals_penalty, ldam_loss, logit_adjusted_loss, vs_loss
+from tailwise.class_counts import effective_number_weights
+from tailwise.functional import (
+    bayias_loss,
+    cals_loss,
+    cals_penalty,
+    class_balanced_loss,
+    focal_loss,
+    ldam_loss,
+    logit_adjusted_loss,
+    vs_loss,
+)
 from tailwise.functional._prepared import PreparedLosses
+from tailwise.functional.focal import _focal_reference
 
 COUNTS = [500.0, 120.0, 40.0, 9.0, 3.0]
 C = len(COUNTS)
@@ -125,6 +136,12 @@ def test_every_functional_loss_follows_in_place_changes() -> None:
         (lambda: bayias_loss(z, y, counts, prior), lambda: _bayias_reference(z, y, counts, prior), prior),
         (lambda: bayias_loss(z, y, counts), lambda: _bayias_reference(z, y, counts, None), counts),
         (lambda: cals_loss(z, y, lam, rho), lambda: _cals_reference(z, y, lam, rho), lam),
+        (lambda: focal_loss(z, y, weight=prior), lambda: _focal_reference(z.double(), y, 2.0, prior.double(), "mean", False), prior),
+        (
+            lambda: class_balanced_loss(z, y, counts, loss_type="focal"),
+            lambda: _focal_reference(z.double(), y, 2.0, effective_number_weights(counts.numpy(), 0.9999).double(), "mean", False),
+            counts,
+        ),
     ]
     for loss, reference, state in cases:
         torch.testing.assert_close(loss().double(), reference(), rtol=1e-5, atol=1e-5)
@@ -183,7 +200,7 @@ def test_cache_is_bounded_and_keeps_its_tensors() -> None:
     assert cache.key("x", [[0.0]], tensors[0]) is None and cache.key("x", z, [1.0, 2.0]) is None
 
 
-@pytest.mark.parametrize("name", ["vs", "la", "ldam", "bayias", "cals", "logit_clip", "alpha", "mbls", "ce"])
+@pytest.mark.parametrize("name", ["vs", "la", "ldam", "bayias", "cals", "logit_clip", "alpha", "mbls", "ce", "focal", "class_balanced"])
 def test_inference_mode_state_is_never_stale(name: str) -> None:
     # inference-mode tensors have no version counter: modules built under torch.inference_mode() and
     # functional calls with such tensors work, are not cached, and follow in-place changes
@@ -222,7 +239,9 @@ def test_functional_inference_tensors_are_not_cached() -> None:
     torch.testing.assert_close(changed.double(), _vs_reference(z, y, counts.clone(), 0.3, 1.1, None))
 
 
-@pytest.mark.parametrize("name", ["vs", "la", "cdt", "ldam", "bayias", "cals", "logit_clip", "alpha", "mbls", "ce"])
+@pytest.mark.parametrize(
+    "name", ["vs", "la", "cdt", "ldam", "bayias", "cals", "logit_clip", "alpha", "mbls", "ce", "focal", "class_balanced"]
+)
 def test_modules_pickle_after_use(name: str) -> None:
     # the prepared constants hold local functions: pickling drops them and the copy rebuilds its own
     import copy

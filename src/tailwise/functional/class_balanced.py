@@ -19,12 +19,16 @@ from torch import Tensor
 
 from tailwise._validation import check_class_counts, check_in_choices, check_logits_target
 from tailwise.class_counts import effective_number_weights
+from tailwise.functional._prepared import PreparedLosses
 from tailwise.functional.ce import cross_entropy
-from tailwise.functional.focal import focal_loss
+from tailwise.functional.focal import _focal
 
 __all__ = ["CB_LOSS_TYPES", "class_balanced_loss"]
 
 CB_LOSS_TYPES = ("ce", "focal")
+
+_PREPARED = PreparedLosses()  # the functional API's losses with their effective-number weights
+_FOCAL_PREPARED = PreparedLosses()  # its focal losses with those weights
 
 
 def class_balanced_loss(
@@ -53,18 +57,36 @@ def class_balanced_loss(
     Returns:
         The reduced loss.
     """
-    check_logits_target(logits, target)
-    check_in_choices("loss_type", loss_type, CB_LOSS_TYPES)
-    counts = check_class_counts(class_counts, num_classes=logits.shape[1])
-    return _weighted_base_loss(
-        logits, target, effective_number_weights(counts, beta), loss_type, gamma, reduction, focal_variant
-    )
+    key = _PREPARED.key("class_balanced", logits, class_counts, beta, loss_type, gamma, reduction, focal_variant)
+    fn = _PREPARED.get(key)
+    check_logits_target(logits, target, label_range=False, finite=False)  # types, shapes; the base loss checks values
+    if fn is None:
+        check_in_choices("loss_type", loss_type, CB_LOSS_TYPES)
+        counts = check_class_counts(class_counts, num_classes=logits.shape[1])
+        weight = effective_number_weights(counts, beta)
+
+        def fn(logits: Tensor, target: Tensor) -> Tensor:
+            return _weighted_base_loss(logits, target, weight, loss_type, gamma, reduction, focal_variant)
+
+        _PREPARED.put(key, fn, (class_counts,))
+    return fn(logits, target)
 
 
 def _weighted_base_loss(
-    logits: Tensor, target: Tensor, weight: Tensor, loss_type: str, gamma: float, reduction: str, focal_variant: str
+    logits: Tensor,
+    target: Tensor,
+    weight: Tensor,
+    loss_type: str,
+    gamma: float,
+    reduction: str,
+    focal_variant: str,
+    prepared: PreparedLosses | None = None,
 ) -> Tensor:
-    """The class-weighted base loss of the class-balanced loss: focal (``loss_type="focal"``) or cross-entropy."""
+    """The class-weighted base loss of the class-balanced loss: focal (``loss_type="focal"``) or cross-entropy.
+
+    ``prepared`` holds the prepared focal loss (a module's own cache; the functional API's by default).
+    """
     if loss_type == "focal":
-        return focal_loss(logits, target, gamma=gamma, weight=weight, reduction=reduction, variant=focal_variant)
+        cache = _FOCAL_PREPARED if prepared is None else prepared
+        return _focal(logits, target, gamma, weight, reduction, focal_variant, cache)
     return cross_entropy(logits, target, weight=weight, reduction=reduction)

@@ -21,7 +21,7 @@ variants agree.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -37,12 +37,15 @@ from tailwise._validation import (
     checked_by_computation,
 )
 from tailwise.functional._fused import _transposed, loss_coefficients
+from tailwise.functional._prepared import PreparedLosses
 from tailwise.functional._reduce import reduce_loss
 from tailwise.functional.ce import _compute_logits, _vector_like
 
 __all__ = ["FOCAL_VARIANTS", "focal_loss"]
 
 FOCAL_VARIANTS = ("standard", "ldam_repo")
+
+_PREPARED = PreparedLosses()
 
 
 def _focal_factor(log_p: Tensor, gamma: float) -> Tensor:
@@ -78,25 +81,54 @@ def focal_loss(
     Raises:
         ValueError: bad inputs, negative ``gamma``, unknown ``variant`` or ``reduction``.
     """
+    return _focal(logits, target, gamma, weight, reduction, variant, _PREPARED)
+
+
+def _focal(
+    logits: Tensor,
+    target: Tensor,
+    gamma: float,
+    weight: Tensor | Sequence[float] | None,
+    reduction: str,
+    variant: str,
+    prepared: PreparedLosses,
+) -> Tensor:
+    """:func:`focal_loss` with the prepared-loss cache ``prepared`` (a module passes its own)."""
+    key = prepared.key("focal", logits, gamma, weight, reduction, variant)
+    fn = prepared.get(key)
     on_cpu = isinstance(logits, Tensor) and logits.is_cpu
     # the loss reads only the labels' log-probabilities, finite beside an infinite logit of another
     # class: the logits are checked in front, the labels' range by the computation on the CPU
     check_logits_target(logits, target, label_range=not on_cpu)
+    z = _compute_logits(logits)
+    if fn is None:
+        fn = focal_fn(z, gamma, weight, reduction, variant)
+        prepared.put(key, fn, (weight,))
+    labels = target if target.dtype == torch.int64 else target.long()
+    if on_cpu:
+        return checked_by_computation(fn, z, labels, logits, finite=False)
+    return fn(z, labels)
+
+
+def focal_fn(
+    like: Tensor, gamma: float, weight: Tensor | Sequence[float] | None, reduction: str, variant: str
+) -> Callable[[Tensor, Tensor], Tensor]:
+    """Check the focal arguments for compute logits like ``like``; the loss as a prepared ``fn(z, target)``.
+
+    The checks (in :func:`focal_loss`'s order, after those of the logits and labels) and the cast of
+    the class weights run here, once; ``fn`` takes validated compute logits with ``like``'s dtype,
+    device and number of classes and int64 labels.
+    """
     check_reduction(reduction)
     check_in_choices("variant", variant, FOCAL_VARIANTS)
     gamma = check_positive("gamma", gamma, allow_zero=True)
-    weight = check_weight(weight, logits.shape[1])
-    z = _compute_logits(logits)
-    labels = target.long()
-    w = _vector_like(weight, z)
+    w = _vector_like(check_weight(weight, like.shape[1]), like)
     ldam_repo = variant == "ldam_repo"
 
     def fn(z: Tensor, target: Tensor) -> Tensor:
         return _FocalLoss.apply(z, target, gamma, w, reduction, ldam_repo)
 
-    if on_cpu:
-        return checked_by_computation(fn, z, labels, logits, finite=False)
-    return fn(z, labels)
+    return fn
 
 
 def _focal_reference(

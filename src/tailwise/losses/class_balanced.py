@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from tailwise._validation import check_class_counts, check_in_choices, check_positive, check_reduction
 from tailwise.class_counts import effective_number_weights
+from tailwise.functional._prepared import PreparedLosses
 from tailwise.functional.class_balanced import CB_LOSS_TYPES, _weighted_base_loss
 from tailwise.functional.focal import FOCAL_VARIANTS
 from tailwise.registry import LOSSES
@@ -52,11 +53,12 @@ class ClassBalancedLoss(nn.Module):
         self.reduction = check_reduction(reduction)
         self.focal_variant = check_in_choices("focal_variant", focal_variant, FOCAL_VARIANTS)
         self.register_buffer("class_weight", effective_number_weights(counts, beta))
+        self._prepared = PreparedLosses(maxsize=1)  # the focal loss prepared with the current weights
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Class-balanced loss of ``logits`` ``(N, C)`` against ``target`` ``(N,)``."""
         return _weighted_base_loss(
-            logits, target, self.class_weight, self.loss_type, self.gamma, self.reduction, self.focal_variant
+            logits, target, self.class_weight, self.loss_type, self.gamma, self.reduction, self.focal_variant, self._prepared
         )
 
     def extra_repr(self) -> str:

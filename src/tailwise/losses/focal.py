@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from torch import Tensor
 
 from tailwise._validation import check_in_choices, check_positive
-from tailwise.functional.focal import FOCAL_VARIANTS, focal_loss
+from tailwise.functional.focal import FOCAL_VARIANTS, _focal
 from tailwise.losses._weighted import ClassWeightedLoss
 from tailwise.registry import LOSSES
 
@@ -44,7 +44,7 @@ class FocalLoss(ClassWeightedLoss):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Focal loss of ``logits`` ``(N, C)`` against ``target`` ``(N,)``."""
-        return focal_loss(logits, target, self.gamma, self.weight, self.reduction, self.variant)
+        return _focal(logits, target, self.gamma, self.weight, self.reduction, self.variant, self._prepared)
 
     def extra_repr(self) -> str:
         return f"gamma={self.gamma}, variant={self.variant!r}, " + super().extra_repr()
