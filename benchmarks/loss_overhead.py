@@ -406,12 +406,16 @@ input-range effect, not overhead of the loss, hence cosine-range logits by defau
 CALS with its default margin 10 and the official initial multipliers (lambda = 1e-6, rho = 1) has no
 active constraint on logits in [-1, 1] (every distance to the row maximum is below 2): the penalty's
 derivative is zero, so is `amax`'s share of the gradient, and on the CPU CALS then skips locating the
-maxima (an exact shortcut, also taken in training while no distance exceeds the margin).
+maxima (an exact shortcut, also taken in training while no distance exceeds the margin); MbLS with
+its default margin 10 likewise has no distance beyond the margin here and skips `Tensor.max`'s index.
 `cals (margin=1, penalty active)` activates about half of the constraints and times the whole
-computation, maxima located, as in later epochs of training. The fused LDAM/VS/LA/CDT/Bayias,
+computation, maxima located (one product of their mask with column codes, see
+`tailwise.functional._maxima`), as in later epochs of training. The fused LDAM/VS/LA/CDT/Bayias,
 LogitClip and CALS kernels keep the softmax itself on the CPU and take the loss from the labels'
-log-probabilities (rows whose probability underflows are recomputed exactly); LogitClip and CALS
-keep their intermediate `(N, C)` buffer between calls (`tailwise.functional._workspace`).
+log-probabilities (rows whose probability underflows are recomputed exactly); CALS, MbLS and label
+smoothing (no class weights, mean or sum) form the gradient in the forward from the exponentials of
+the shifted logits; LogitClip, CALS and MbLS keep their intermediate `(N, C)` buffer between calls
+(`tailwise.functional._workspace`). Focal loss runs one autograd function with its analytic gradient.
 
 {chr(10).join(sections)}
 ## Misses (the ratio the verdict uses, over the target)
