@@ -281,3 +281,80 @@ def test_default_base_is_per_sample_cross_entropy_for_few_classes() -> None:
     out.backward(upstream)
     ref.backward(upstream)
     torch.testing.assert_close(a.grad, b.grad)
+
+
+# ----------------------------------------------------------------------------- fused cross-entropy objective
+@pytest.mark.parametrize("mode", ["stable", "official"])
+@pytest.mark.parametrize("lam", [5.0, -5.0])
+@pytest.mark.parametrize(("shape", "dtype"), [((64, 6), torch.float32), ((64, 40), torch.float32), ((64, 40), torch.float64)])
+def test_fused_cross_entropy_equals_the_composition(shape: tuple[int, int], dtype: torch.dtype, lam: float, mode: str) -> None:
+    # the default base runs the weighted sum in one function; a callable base computing the same
+    # cross-entropy runs the composition: loss, gradient, weights and state agree step after step
+    n, c = shape
+    fused = ABSGDLoss("ce", lam=lam, gamma=0.5, alpha=0.7, mode=mode, num_classes=c)
+    plain = ABSGDLoss(lambda z, y: F.cross_entropy(z, y, reduction="none"), lam=lam, gamma=0.5, alpha=0.7, mode=mode, num_classes=c)
+    for step in range(3):
+        logits, target = _batch(n, c, seed=step, scale=3.0, dtype=dtype)
+        a = logits.clone().requires_grad_(True)
+        b = logits.clone().requires_grad_(True)
+        out = fused(a, target)
+        assert type(out.grad_fn).__name__ == "_WeightedCrossEntropyBackward"
+        ref = plain(b, target)
+        assert type(ref.grad_fn).__name__ != "_WeightedCrossEntropyBackward"
+        tol = {} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-6}
+        torch.testing.assert_close(out, ref, **tol)
+        torch.testing.assert_close(fused.last_weights, plain.last_weights, **tol)
+        torch.testing.assert_close(fused.log_u, plain.log_u, **tol)
+        (out * 0.7).backward()
+        (ref * 0.7).backward()
+        torch.testing.assert_close(a.grad, b.grad, **tol)
+
+
+def test_fused_path_only_without_class_weights_and_in_the_weighting_stage() -> None:
+    logits, target = _batch()
+    crit = ABSGDLoss("ce", lam=2.0, num_classes=5)
+    assert type(crit(logits.clone().requires_grad_(True), target).grad_fn).__name__ == "_WeightedCrossEntropyBackward"
+    crit.set_weight([1.0, 2.0, 1.0, 1.0, 1.0])
+    assert type(crit(logits.clone().requires_grad_(True), target).grad_fn).__name__ != "_WeightedCrossEntropyBackward"
+    with torch.no_grad():
+        crit.weight.fill_(1.0)  # an in-place change back to ones is seen
+    assert type(crit(logits.clone().requires_grad_(True), target).grad_fn).__name__ == "_WeightedCrossEntropyBackward"
+    crit.eval()
+    torch.testing.assert_close(crit(logits, target), F.cross_entropy(logits, target))
+    plain_stage = ABSGDLoss("ce", lam=300.0, num_classes=5)  # at or above the threshold: the plain mean
+    torch.testing.assert_close(plain_stage(logits, target), F.cross_entropy(logits, target))
+
+
+def test_fused_double_backward() -> None:
+    logits, target = _batch(n=10, c=6, scale=2.0)
+    v = torch.randn(10, 6, dtype=torch.float64)
+    crit = ABSGDLoss("ce", lam=2.0, num_classes=6)
+    x = logits.clone().requires_grad_(True)
+    loss = crit(x, target)
+    (first,) = torch.autograd.grad(loss, x, create_graph=True)
+    (second,) = torch.autograd.grad((first * v).sum(), x)
+    p = crit.last_weights
+    y = logits.clone().requires_grad_(True)
+    ref = torch.dot(p, F.cross_entropy(y, target, reduction="none"))
+    (first_ref,) = torch.autograd.grad(ref, y, create_graph=True)
+    (second_ref,) = torch.autograd.grad((first_ref * v).sum(), y)
+    torch.testing.assert_close(first, first_ref)
+    torch.testing.assert_close(second, second_ref)
+
+
+@pytest.mark.parametrize("u_init", ["official", "first_batch"])
+@pytest.mark.parametrize(("lam", "gamma"), [(2.0, 0.5), (-2.0, 0.5), (3.0, 1.0)])
+def test_host_normaliser_equals_absgd_weights(lam: float, gamma: float, u_init: str) -> None:
+    # on the CPU the stable weighting keeps log u as a number; it equals absgd_weights' tensor path
+    crit = ABSGDLoss("ce", lam=lam, gamma=gamma, alpha=0.6, u_init=u_init, num_classes=5)
+    log_u = torch.tensor(-math.inf, dtype=torch.float64)
+    for step in range(4):
+        logits, target = _batch(16, 5, seed=10 + step, scale=2.0)
+        crit(logits.clone().requires_grad_(True), target)
+        loss = F.cross_entropy(logits, target, reduction="none")
+        prev = log_u
+        if u_init == "first_batch" and torch.isneginf(prev):
+            prev = torch.logsumexp(loss / lam, 0) - math.log(16) + math.log(0.6)
+        p, log_u = absgd_weights(loss, prev, lam, gamma, 0.6, True)
+        torch.testing.assert_close(crit.last_weights, p)
+        torch.testing.assert_close(crit.log_u, log_u.double())

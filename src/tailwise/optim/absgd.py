@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tailwise._validation import check_in_choices, check_logits_target, check_positive, check_weight, describe
-from tailwise.functional._fused import log_softmax_rows
+from tailwise.functional._fused import _transposed, log_softmax_rows
 from tailwise.registry import LOSSES
 
 __all__ = ["ABSGD", "ABSGDLoss", "absgd_weights"]
@@ -222,6 +222,9 @@ class ABSGDLoss(nn.Module):
         self.u_init = check_in_choices("u_init", u_init, _U_INIT)
         self.sync = check_in_choices("sync", sync, _SYNC)
         self.base = self._build_base(base, base_params, class_counts, num_classes)
+        # the default base, cross-entropy, runs fused with the weighting (_WeightedCrossEntropy)
+        self._ce_base = base == "ce" and not base_params
+        self._unit_weight_key: tuple[Any, ...] | None = None
         if num_classes is None and class_counts is not None:
             num_classes = len(class_counts)
         if num_classes is None and weight is not None:
@@ -335,16 +338,27 @@ class ABSGDLoss(nn.Module):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """The ABSGD loss of the batch; updates :math:`u` (except in the plain stage)."""
+        if self.training and not self.is_plain() and self._fused():
+            check_logits_target(logits, target)
+            x = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+            labels = target if target.dtype == torch.int64 else target.long()
+            return _WeightedCrossEntropy.apply(x, labels, self._weigh)
         loss = self.per_sample_loss(logits, target)
         if not self.training:  # evaluation: no state update, no collective; report the plain mean
             return loss.mean()
         if self.is_plain():
             self.last_weights = None
             return loss.mean()
+        return (self._weigh(loss) * loss).sum()
+
+    def _weigh(self, loss: Tensor) -> Tensor:
+        """The detached weights :math:`p` of the per-sample losses ``loss``; updates :math:`u`."""
         lam = self.current_lam()
         with torch.no_grad():
             scores = loss.detach() / lam
             stat = self._batch_stat(scores)
+            if self.stable and stat is None and scores.is_cpu and scores.dtype in (torch.float32, torch.float64):
+                return self._weigh_on_host(scores)
             log_u_prev = self.log_u.to(loss.device)
             if self.u_init == "first_batch":  # u_0 = alpha * mean(e) instead of 0 (no host sync)
                 if stat is None:
@@ -361,7 +375,51 @@ class ABSGDLoss(nn.Module):
                 log_u = u.to(torch.float64).log()
             self.log_u.copy_(log_u.to(self.log_u))
             self.last_weights = p
-        return (p * loss).sum()
+        return p
+
+    def _weigh_on_host(self, scores: Tensor) -> Tensor:
+        r""":meth:`_weigh` in log space for CPU scores of this batch only: the normaliser is a number.
+
+        :math:`\log u_t = \operatorname{logaddexp}(\log u_{t-1} + \log(1-\gamma),\
+        \log\mathrm{mean}_j e^{s_j} + \log(\gamma\alpha))` in double precision from one reduction
+        of the scores (one log-sum-exp read as a number), then :math:`p = e^{s - \log u_t - \log B}`
+        in place: :func:`absgd_weights` with fewer operations on small tensors.
+        """
+        n = max(scores.numel(), 1)
+        log_mean = float(torch.logsumexp(scores, 0)) - math.log(n)
+        log_u_prev = float(self.log_u)
+        if self.u_init == "first_batch" and log_u_prev == -math.inf:
+            log_u_prev = log_mean + math.log(self.alpha)
+        decayed = log_u_prev + (math.log1p(-self.gamma) if self.gamma < 1 else -math.inf)
+        fresh = log_mean + math.log(self.gamma * self.alpha)
+        top = max(decayed, fresh)
+        if top == -math.inf or math.isnan(top):
+            log_u = top if math.isnan(top) else -math.inf
+        else:
+            log_u = top + math.log(math.exp(decayed - top) + math.exp(fresh - top))
+        p = scores.sub_(log_u + math.log(n)).exp_()
+        self.log_u.fill_(log_u)
+        self.last_weights = p
+        return p
+
+    def _fused(self) -> bool:
+        """Whether the batch runs :class:`_WeightedCrossEntropy`: the default cross-entropy base, still
+        without class weights or smoothing, and class weights all one."""
+        if not self._ce_base:
+            return False
+        base = self.base
+        if getattr(base, "weight", None) is not None or getattr(base, "label_smoothing", 0.0) != 0.0:
+            return False
+        w = self.weight
+        if w is None:
+            return True
+        if w.is_inference():  # no version counter to key a cached answer on
+            return bool((w == 1).all())
+        key = (id(w), w._version, w.device)
+        cached = self._unit_weight_key
+        if cached is None or cached[0] != key:
+            cached = self._unit_weight_key = (key, bool((w == 1).all()))
+        return cached[1]
 
     def extra_repr(self) -> str:
         return (
@@ -394,3 +452,49 @@ class ABSGD(torch.optim.SGD):
         nesterov: bool = False,
     ) -> None:
         super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+
+
+class _WeightedCrossEntropy(torch.autograd.Function):
+    r""":math:`\sum_i p_i\,\mathrm{CE}_i` with the detached weights :math:`p = \texttt{weigh}(\mathrm{CE})`.
+
+    ABSGD's objective with the cross-entropy base in one function: the forward computes the per-sample
+    cross-entropies from one log-softmax (transposed for float32 CPU logits with fewer than 16 classes,
+    see :mod:`tailwise.functional._fused`), hands them to ``weigh`` (which returns :math:`p` and
+    updates the loss's state), and returns their weighted sum; the backward is
+    :math:`g\,p_i(\operatorname{softmax}(z_i) - e_{y_i})`, without autograd's graph of the
+    composition.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, z: Tensor, target: Tensor, weigh: Callable[[Tensor], Tensor]
+    ) -> Tensor:
+        transposed = _transposed(z)
+        if transposed:
+            log_p = torch.log_softmax(z.t(), 0)
+            ce = log_p.gather(0, target.unsqueeze(0)).squeeze(0).neg_()
+        else:
+            log_p = torch.log_softmax(z, 1)
+            ce = log_p.gather(1, target.unsqueeze(1)).squeeze(1).neg_()
+        p = weigh(ce).to(ce.dtype)
+        ctx.save_for_backward(z, target, log_p, p)
+        ctx.transposed = transposed
+        return torch.dot(p, ce)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        z, target, log_p, p = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the plain expression
+            ce = F.cross_entropy(z, target, reduction="none")
+            (grad_z,) = torch.autograd.grad(torch.dot(p, ce), z, grad, create_graph=True)
+            return grad_z, None, None
+        coef = p * grad
+        if ctx.transposed:
+            row = coef.unsqueeze(0)
+            grad_t = log_p.exp().mul_(row)
+            grad_t.scatter_add_(0, target.unsqueeze(0), row.neg())
+            return grad_t.t(), None, None
+        col = coef.unsqueeze(1)
+        grad_z = log_p.exp().mul_(col)
+        grad_z.scatter_add_(1, target.unsqueeze(1), col.neg())
+        return grad_z, None, None
