@@ -532,8 +532,9 @@ class _CALSPhrMean(torch.autograd.Function):
     (:math:`u = 0`, as in the first epoch with the official :math:`\lambda = 10^{-6}` while distances
     stay below the margin); on the CPU the mask of the maxima is only built when some row has one,
     and one product with column codes then finds the single maximum of each row (see
-    :func:`~tailwise.functional._maxima.add_at_maxima`). :math:`u` and the mask live in a scratch buffer reused across calls
-    (:mod:`tailwise.functional._workspace`), so a call allocates only the gradient.
+    :func:`~tailwise.functional._maxima.add_at_maxima`). :math:`u` and the mask live in a scratch
+    buffer reused across calls (:mod:`tailwise.functional._workspace`), so a call allocates only the
+    gradient.
     """
 
     @staticmethod
@@ -577,9 +578,9 @@ class _PhrMeanConstants:
     """The constants of :class:`_CALSPhrMean` for one state of the multipliers, and what calls reuse.
 
     ``alpha``, ``beta`` and ``q`` are those of :func:`_phr_constants` and ``k`` its constant as a
-    Python number; ``codes`` are the column codes of :func:`~tailwise.functional._maxima.add_at_maxima` (``None`` where they do not
-    apply); ``workspace`` holds the ``(N, C)`` scratch buffer on the CPU (``None`` elsewhere). ``q``
-    scaled by a mean's :math:`1/N` is kept for the last batch size.
+    Python number; ``codes`` are the column codes of :func:`~tailwise.functional._maxima.maxima_codes`
+    (``None`` where they do not apply); ``workspace`` holds the ``(N, C)`` scratch buffer on the CPU
+    (``None`` elsewhere). ``q`` scaled by a mean's :math:`1/N` is kept for the last batch size.
     """
 
     __slots__ = ("_q_mean", "alpha", "beta", "codes", "k", "q", "workspace")
