@@ -298,6 +298,34 @@ def softmax_cross_entropy_(
     return reduce_loss(log_p_y.neg_(), reduction, sample_weight)
 
 
+def softmax_gradient_(e: Tensor, s: Tensor, rows: Tensor, scale: float) -> Tensor:
+    r"""Turn the shifted exponentials ``e`` (row sums ``s``) into :math:`c\,(\operatorname{softmax} - e_y)`, in place.
+
+    The cross-entropy part of the gradient formed ahead by the fused kernels, for labels ``rows``
+    (``[N, 1]``) and the reduction's coefficient :math:`c` (``scale``: :math:`1/N` for the mean, 1 for
+    the sum). ``s`` is overwritten by its reciprocal. Returns ``e``.
+    """
+    r = s.reciprocal_()
+    grad = e.mul_(r.mul_(scale) if scale != 1.0 else r)
+    return grad.scatter_(1, rows, -scale, reduce="add")
+
+
+def hand_over_gradient(ctx: Any, grad: Tensor, reform: Callable[[], Tensor]) -> Tensor:
+    """The backward of a kernel that formed its gradient (for a unit upstream gradient) in the forward.
+
+    The gradient kept in ``ctx.grad`` is handed to autograd without a copy at the usual unit upstream
+    ``grad`` (scaled in place otherwise) and dropped from ``ctx``: it then belongs to autograd. A
+    second backward through a retained graph finds it gone and forms it again with ``reform()``.
+    """
+    g = ctx.grad
+    if g is None:
+        g = reform()
+    ctx.grad = None
+    if grad.is_cpu and float(grad) == 1.0:  # the usual loss.backward()
+        return g
+    return g.mul_(grad)
+
+
 def _reference(
     z: Tensor,
     target: Tensor,

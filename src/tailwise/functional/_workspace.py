@@ -54,3 +54,16 @@ class Workspace:
 
     def __getstate__(self) -> dict[str, object]:
         return {"_free": []}  # a copy or a pickle starts empty
+
+
+def take_scratch(workspace: Workspace | None, shape: tuple[int, int], like: Tensor) -> tuple[Tensor, Tensor | None]:
+    """:meth:`Workspace.take` from ``workspace``, or a fresh tensor (and ``None`` to give back) without one."""
+    if workspace is None:
+        return torch.empty(shape, dtype=like.dtype, device=like.device), None
+    return workspace.take(shape, like)
+
+
+def give_back_scratch(workspace: Workspace | None, storage: Tensor | None) -> None:
+    """Give back what :func:`take_scratch` took from ``workspace`` (nothing for a fresh tensor)."""
+    if workspace is not None and storage is not None:
+        workspace.give_back(storage)

@@ -41,11 +41,18 @@ from tailwise._validation import (
     check_weight,
     checked_by_computation,
 )
-from tailwise.functional._fused import _transposed, log_softmax_rows, loss_coefficients, softmax_like
+from tailwise.functional._fused import (
+    _transposed,
+    hand_over_gradient,
+    log_softmax_rows,
+    loss_coefficients,
+    softmax_gradient_,
+    softmax_like,
+)
 from tailwise.functional._maxima import add_at_maxima, maxima_codes
 from tailwise.functional._prepared import PreparedLosses
 from tailwise.functional._reduce import reduce_loss
-from tailwise.functional._workspace import Workspace
+from tailwise.functional._workspace import Workspace, give_back_scratch, take_scratch
 from tailwise.functional.ce import _compute_logits
 
 __all__ = [
@@ -565,13 +572,9 @@ class _CALSPhrMean(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph=True: differentiate the plain expression
             args = (target, lam, r, margin, "phr", normalize, reduction, None)
             return (_reference_grad(z, grad, *args), *nones)
-        g = ctx.grad
-        if g is None:  # handed over by an earlier backward (retain_graph=True): formed again, identically
-            g = _phr_mean_terms(z.detach(), target, ctx.consts, reduction, True)[1]
-        ctx.grad = None
-        if grad.is_cpu and float(grad) == 1.0:  # the usual loss.backward()
-            return (g, *nones)
-        return (g.mul_(grad), *nones)
+        consts = ctx.consts
+        g = hand_over_gradient(ctx, grad, lambda: _phr_mean_terms(z.detach(), target, consts, reduction, True)[1])
+        return (g, *nones)
 
 
 class _PhrMeanConstants:
@@ -615,11 +618,7 @@ def _phr_mean_terms(
     """
     n, c = z.shape
     rows = target.unsqueeze(1)
-    workspace = consts.workspace
-    if workspace is not None:
-        buf, storage = workspace.take((n, c), z)
-    else:
-        buf, storage = torch.empty((n, c), dtype=z.dtype, device=z.device), None
+    buf, storage = take_scratch(consts.workspace, (n, c), z)
     zmax = z.amax(dim=1, keepdim=True)
     e = torch.sub(z, zmax)  # t = -d <= 0, exactly 0 at the maxima
     t_y = e.gather(1, rows)  # the labels index first (bounds-checked on the CPU)
@@ -633,8 +632,7 @@ def _phr_mean_terms(
         loss.mul_(1.0 / n)
     if with_grad:
         scale = 1.0 / n if reduction == "mean" else 1.0
-        grad = e.mul_(s.reciprocal_().mul_(scale) if scale != 1.0 else s.reciprocal_())  # softmax / N
-        grad.scatter_(1, rows, -scale, reduce="add")
+        grad = softmax_gradient_(e, s, rows, scale)  # (softmax - e_y) / N
         q_scaled = consts.q_scaled(n, reduction)
         grad.addcmul_(u, q_scaled, value=-1)
         # amax's gradient: each row's share sum_j q_j u_j at its maxima, split evenly among ties. A
@@ -646,8 +644,7 @@ def _phr_mean_terms(
             add_at_maxima(grad, at_max, share, consts.codes)
     else:
         grad = None
-    if workspace is not None:
-        workspace.give_back(storage)
+    give_back_scratch(consts.workspace, storage)
     return loss, grad
 
 

@@ -27,7 +27,7 @@ from tailwise._validation import (
     checked_by_computation,
     validation_enabled,
 )
-from tailwise.functional._fused import _transposed
+from tailwise.functional._fused import _transposed, hand_over_gradient
 
 __all__ = ["cross_entropy"]
 
@@ -165,13 +165,8 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
         nones = (None,) * 4
         if torch.is_grad_enabled():  # create_graph=True: differentiate PyTorch's expression
             return (_smoothed_reference_grad(z, target, eps, reduction, grad), *nones)
-        g = ctx.grad
-        if g is None:  # handed over by an earlier backward (retain_graph=True): formed again, identically
-            g = _smoothed_terms(z.detach(), target, eps, reduction, True)[1]
-        ctx.grad = None
-        if grad.is_cpu and float(grad) == 1.0:  # the usual loss.backward()
-            return (g, *nones)
-        return (g.mul_(grad), *nones)
+        g = hand_over_gradient(ctx, grad, lambda: _smoothed_terms(z.detach(), target, eps, reduction, True)[1])
+        return (g, *nones)
 
 
 def _smoothed_terms(

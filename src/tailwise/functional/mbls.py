@@ -27,10 +27,18 @@ from tailwise._validation import (
     check_weight,
     checked_by_computation,
 )
-from tailwise.functional._fused import _transposed, cached_vector, log_softmax_rows, loss_coefficients, softmax_like
+from tailwise.functional._fused import (
+    _transposed,
+    cached_vector,
+    hand_over_gradient,
+    log_softmax_rows,
+    loss_coefficients,
+    softmax_gradient_,
+    softmax_like,
+)
 from tailwise.functional._maxima import add_at_first_maximum, maxima_codes
 from tailwise.functional._reduce import reduce_loss
-from tailwise.functional._workspace import Workspace
+from tailwise.functional._workspace import Workspace, give_back_scratch, take_scratch
 
 __all__ = ["mbls_loss", "mbls_margin_penalty"]
 
@@ -200,17 +208,6 @@ class _MbLSMeanState:
         self.codes = maxima_codes(like)
         self.workspace = Workspace() if reuse and like.is_cpu else None
 
-    def take(self, n: int, c: int, like: Tensor) -> tuple[Tensor, Tensor | None]:
-        """A scratch ``(n, c)`` tensor like ``like`` and the storage to give back (``None``: a fresh one)."""
-        if self.workspace is None:
-            return torch.empty((n, c), dtype=like.dtype, device=like.device), None
-        return self.workspace.take((n, c), like)
-
-    def give_back(self, storage: Tensor | None) -> None:
-        """Return a buffer of :meth:`take` for the next call."""
-        if storage is not None and self.workspace is not None:
-            self.workspace.give_back(storage)
-
 
 def _mean_state(cache: dict | None, z: Tensor) -> _MbLSMeanState:
     """The :class:`_MbLSMeanState` for ``z``, kept in a module's ``cache`` (fresh, without reuse, for ``None``)."""
@@ -271,13 +268,8 @@ class _MbLSMean(torch.autograd.Function):
             loss = _mbls_reference(z, target, margin, alpha, reduction, None)
             (grad_z,) = torch.autograd.grad(loss, z, grad, create_graph=True)
             return (grad_z, *nones)
-        g = ctx.grad
-        if g is None:  # handed over by an earlier backward (retain_graph=True): formed again, identically
-            g = _mbls_mean_terms(z.detach(), target, margin, alpha, reduction, True, state)[1]
-        ctx.grad = None
-        if grad.is_cpu and float(grad) == 1.0:  # the usual loss.backward()
-            return (g, *nones)
-        return (g.mul_(grad), *nones)
+        g = hand_over_gradient(ctx, grad, lambda: _mbls_mean_terms(z.detach(), target, margin, alpha, reduction, True, state)[1])
+        return (g, *nones)
 
 
 def _mbls_mean_terms(
@@ -291,7 +283,7 @@ def _mbls_mean_terms(
     t_y = e.gather(1, rows)  # the labels index first (bounds-checked on the CPU)
     penalised = alpha != 0
     if penalised:
-        buf, storage = state.take(n, c, z)
+        buf, storage = take_scratch(state.workspace, (n, c), z)
         r = torch.add(e, margin, out=buf).clamp_max_(0)  # -relu(d - m)
         neg_penalty = r.sum()
     e.exp_()  # exp(z - max z), each row's largest entry 1
@@ -304,8 +296,7 @@ def _mbls_mean_terms(
     grad = None
     if with_grad:
         scale = 1.0 / n if reduction == "mean" else 1.0
-        grad = e.mul_(s.reciprocal_().mul_(scale) if scale != 1.0 else s.reciprocal_())  # softmax / N
-        grad.scatter_(1, rows, -scale, reduce="add")
+        grad = softmax_gradient_(e, s, rows, scale)  # (softmax - e_y) / N
         # the margin term: -k a, and Tensor.max's gradient k sum_j a_j at the first maximum; with no
         # distance beyond the margin (a zero penalty, read on the CPU) a = 0 and nothing is added
         if penalised and (not z.is_cpu or float(neg_penalty) != 0.0):
@@ -315,7 +306,7 @@ def _mbls_mean_terms(
             share = neg_active.sum(dim=1).mul_(-k)
             add_at_first_maximum(grad, z, zmax, share, buf, state.codes)
     if penalised:
-        state.give_back(storage)
+        give_back_scratch(state.workspace, storage)
     return loss, grad
 
 
