@@ -4,6 +4,11 @@ Each check raises a :class:`ValueError` or :class:`TypeError` whose message name
 was expected and what was received. Checks that would need a device synchronisation (finite values,
 label range) can be switched off globally with :func:`set_validation` for tight training loops whose
 inputs were validated once up front.
+
+Under ``torch.compile`` (:func:`compiling`) the value checks become asserts inside the compiled graph
+(``torch._assert_async``): they raise ``RuntimeError`` with the same argument name and expectation,
+without the received values (reading those would split the graph); checks of shapes, dtypes and
+arguments run while tracing, as in eager mode.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ __all__ = [
     "check_real",
     "check_reduction",
     "check_weight",
+    "compiling",
     "describe",
     "set_validation",
     "to_float64_tensor",
@@ -40,6 +46,16 @@ __all__ = [
 REDUCTIONS = ("none", "mean", "sum")
 
 _VALUE_CHECKS = True
+
+
+def compiling() -> bool:
+    """Whether ``torch.compile`` is tracing the current call (losses then run their plain expression)."""
+    return torch.compiler.is_compiling()
+
+
+def _assert_in_graph(condition: Tensor, message: str) -> None:
+    """Raise ``RuntimeError(message)`` when the 0-d boolean ``condition`` is false, inside a compiled graph."""
+    torch._assert_async(condition, message)
 
 
 def set_validation(enabled: bool) -> None:
@@ -94,7 +110,7 @@ def check_positive(name: str, value: float, *, allow_zero: bool = False) -> floa
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a number; got {describe(value)}")
     v = float(value)
-    ok = np.isfinite(v) and (v >= 0 if allow_zero else v > 0)
+    ok = math.isfinite(v) and (v >= 0 if allow_zero else v > 0)
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be a finite number {bound}; got {value!r}")
@@ -105,7 +121,7 @@ def check_real(name: str, value: float) -> float:
     """Raise unless ``value`` is a finite real number (any sign); return it as ``float``."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a number; got {describe(value)}")
-    if not np.isfinite(float(value)):
+    if not math.isfinite(float(value)):
         raise ValueError(f"{name} must be finite; got {value!r}")
     return float(value)
 
@@ -157,6 +173,10 @@ def _all_finite(tensor: Tensor) -> bool:
 
 def check_finite(name: str, tensor: Tensor) -> Tensor:
     """Raise ``ValueError`` if ``tensor`` holds NaN or Inf (skipped when value checks are off)."""
+    if compiling():
+        if _VALUE_CHECKS and tensor.is_floating_point():
+            _assert_in_graph(torch.isfinite(tensor.detach()).all(), f"{name} must be finite; got NaN/Inf value(s)")
+        return tensor
     if _VALUE_CHECKS and tensor.is_floating_point() and not _all_finite(tensor):
         n_bad = int((~torch.isfinite(tensor)).sum())
         raise ValueError(f"{name} must be finite; got {n_bad} NaN/Inf value(s) in a {describe(tensor)}")
@@ -199,8 +219,11 @@ def _check_class_counts_range(
     name: str = "class_counts",
     num_classes: int | None = None,
     allow_zero: bool = False,
-) -> tuple[Tensor, float, float]:
-    """:func:`check_class_counts`, also returning the smallest and the largest count (Python floats)."""
+) -> tuple[Tensor, float | Tensor, float | Tensor]:
+    """:func:`check_class_counts`, also returning the smallest and the largest count.
+
+    The extremes are Python floats, or 0-d tensors under ``torch.compile``.
+    """
     if isinstance(class_counts, Tensor):
         counts = class_counts.detach().to(device="cpu", dtype=torch.float64)
     else:
@@ -209,6 +232,14 @@ def _check_class_counts_range(
         raise ValueError(f"{name} must be a non-empty 1-D sequence of counts; got shape {tuple(counts.shape)}")
     if num_classes is not None and counts.numel() != num_classes:
         raise ValueError(f"{name} must have one entry per class ({num_classes}); got {counts.numel()} entries")
+    if compiling():  # the value checks inside the graph; the extremes stay tensors
+        _assert_in_graph(torch.isfinite(counts).all(), f"{name} must be finite")
+        if allow_zero:
+            _assert_in_graph((counts >= 0).all(), f"{name} must be non-negative")
+        else:
+            _assert_in_graph((counts > 0).all(), f"{name} must be positive for every class")
+        lo_t, hi_t = torch.aminmax(counts)
+        return counts, lo_t, hi_t
     # Fast path: one reduction. Finite, positive (or non-negative) counts have a finite maximum and a
     # minimum > 0 (>= 0); a NaN makes both NaN and fails the comparisons. Otherwise the checks below
     # find the first problem and raise its message.
@@ -245,6 +276,12 @@ def check_weight(weight: Tensor | Sequence[float] | None, num_classes: int, *, n
 def check_label_range(target: Tensor, num_classes: int, name: str = "target") -> None:
     """Raise ``ValueError`` unless every integer label of ``target`` lies in ``[0, num_classes)``."""
     if target.numel() == 0:
+        return
+    if compiling():
+        _assert_in_graph(
+            ((target >= 0) & (target < num_classes)).all(),
+            f"{name} labels must lie in [0, {num_classes - 1}] for {num_classes} classes",
+        )
         return
     lo_t, hi_t = torch.aminmax(target)
     lo, hi = int(lo_t), int(hi_t)
@@ -302,12 +339,17 @@ def check_logits_target(
             raise TypeError(f"{target_name} must hold integer class indices; got dtype {target.dtype}")
         if target.ndim != 1 or target.shape[0] != n:
             raise ValueError(f"{target_name} must have shape ({n},) to match {logits_name} {tuple(logits.shape)}; got shape {tuple(target.shape)}")
-        if _VALUE_CHECKS and n > 0 and label_range:  # check_label_range, inline
+        if compiling():
+            if _VALUE_CHECKS:
+                check_label_range(target, c, target_name)
+        elif _VALUE_CHECKS and n > 0 and label_range:  # check_label_range, inline
             lo_t, hi_t = torch.aminmax(target)
             lo, hi = int(lo_t), int(hi_t)
             if lo < 0 or hi >= c:
                 check_label_range(target, c, target_name)
-    if _VALUE_CHECKS and finite:
+    if compiling():
+        check_finite(logits_name, logits)
+    elif _VALUE_CHECKS and finite:
         # check_finite(logits_name, logits), its common case inline
         x = logits.detach()
         if x.dtype in _FULL_PRECISION and math.isfinite(float(x.sum())):
@@ -334,8 +376,11 @@ def checked_by_computation(
     handler gives the range message). With ``finite`` the loss must be finite whenever the logits are,
     so only a non-finite loss leads to a scan of ``logits`` (which raises the usual message when they
     hold NaN or Inf; a non-finite loss of finite logits is returned, as it would be with the checks in
-    front); ``finite=False`` leaves the logits to the checks in front.
+    front); ``finite=False`` leaves the logits to the checks in front. Under ``torch.compile`` the
+    checks in front are complete (see :func:`check_logits_target`) and ``fn`` runs alone.
     """
+    if compiling():
+        return fn(z, target)
     try:
         loss = fn(z, target)
     except (IndexError, RuntimeError):

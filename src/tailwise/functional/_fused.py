@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from tailwise._validation import compiling
 from tailwise.functional._reduce import reduce_loss
 
 # PyTorch's CPU log-softmax over the last dimension takes a slow scalar path when a float32 row is
@@ -53,8 +54,11 @@ _COMPOSITE_MAX_ELEMENTS = 1 << 15
 
 
 def _transposed(z: Tensor) -> bool:
-    """Whether to compute the softmax of ``z`` transposed (float32 on CPU, fewer than 16 columns)."""
-    return z.shape[1] < _SMALL_C and z.dtype == torch.float32 and z.is_cpu
+    """Whether to compute the softmax of ``z`` transposed (float32 on CPU, fewer than 16 columns).
+
+    Never under ``torch.compile``, whose generated kernels vectorise the rows themselves.
+    """
+    return z.shape[1] < _SMALL_C and z.dtype == torch.float32 and z.is_cpu and not compiling()
 
 
 def log_softmax_rows(z: Tensor) -> Tensor:
@@ -379,12 +383,22 @@ def adjusted_cross_entropy_fn(
 
     The per-class tensors are constants: they are detached, so no gradient flows into them on any path.
 
+    Under ``torch.compile`` ``fn`` is the plain expression of :func:`_reference`, which the compiler
+    fuses.
+
     Returns:
         ``fn(z, target)``: the loss of validated ``(N, C)`` logits ``z`` and ``(N,)`` int64 labels.
     """
     multiplier, offset, class_shift, weight = (
         None if t is None else t.detach() for t in (multiplier, offset, class_shift, weight)
     )
+    if compiling():
+
+        def plain_fn(z: Tensor, target: Tensor) -> Tensor:
+            shift = None if class_shift is None else class_shift.index_select(0, target)
+            return _reference(z, target, scale, multiplier, offset, shift, weight, reduction)
+
+        return plain_fn
     if _transposed(like):
         return _transposed_composite_fn(scale, multiplier, offset, class_shift, weight, reduction)
 

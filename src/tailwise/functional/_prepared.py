@@ -20,6 +20,8 @@ Writes through ``.data`` bypass the version counter, as they bypass autograd, an
 change tensors in place under ``torch.no_grad()``. Loss modules keep a one-entry cache keyed on their
 buffers and settings, so their checks run again after any change of state (in-place writes,
 ``load_state_dict``, ``.to()``, ``set_weight``, reassigned attributes). A cache pickles empty.
+Under ``torch.compile`` nothing is keyed: the traced call prepares its plain expression, which the
+compiled graph then holds.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class PreparedLosses:
     @staticmethod
     def key(name: str, logits: Any, *args: Any) -> tuple[Any, ...] | None:
         """The key of a call, or ``None`` when an argument cannot be keyed."""
-        if not isinstance(logits, Tensor) or logits.ndim != 2:
+        if not isinstance(logits, Tensor) or logits.ndim != 2 or torch.compiler.is_compiling():
             return None
         parts: list[Any] = [name, logits.dtype, logits.device, logits.shape[1], torch.is_inference_mode_enabled()]
         for arg in args:

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tailwise._validation import check_logits_target, check_positive, check_reduction, check_weight, describe
+from tailwise._validation import check_logits_target, check_positive, check_reduction, check_weight, compiling, describe
 from tailwise.functional._fused import _SMALL_C, cached_vector
 from tailwise.functional._reduce import reduce_loss
 
@@ -171,7 +171,8 @@ def _alpha(
     """:func:`alpha_loss` with an optional ``cache``: a module's weight cast to the logits' dtype.
 
     Integer labels without the ``official_*`` options take the fused :class:`_AlphaLoss`; soft targets,
-    the official options and a ``weight`` that requires a gradient take the plain composition.
+    the official options, a ``weight`` that requires a gradient and calls traced by ``torch.compile``
+    (for the compiler to fuse) take the plain composition.
     """
     soft = check_logits_target(logits, target, allow_soft=True)
     check_reduction(reduction)
@@ -179,7 +180,7 @@ def _alpha(
     weight = check_weight(weight, logits.shape[1])
     z = logits.float() if logits.dtype in _LOW_PRECISION else logits
     w = None if weight is None else cached_vector(cache, "weight", weight, z)
-    if soft or official_sigmoid or official_numerics or (w is not None and w.requires_grad):
+    if soft or official_sigmoid or official_numerics or (w is not None and w.requires_grad) or compiling():
         return _alpha_composition(z, target, soft, alpha, reduction, w, official_sigmoid, official_numerics)
     return _AlphaLoss.apply(z, target if target.dtype == torch.int64 else target.long(), alpha, reduction, w)
 

@@ -40,6 +40,7 @@ from tailwise._validation import (
     check_reduction,
     check_weight,
     checked_by_computation,
+    compiling,
 )
 from tailwise.functional._fused import (
     _transposed,
@@ -284,7 +285,8 @@ def cals_fn(
     :class:`_CALSPhrMeanTransposed` for float32 CPU logits with fewer than 16 classes); other ``phr``
     settings on such logits, and empty batches there, run :class:`_CALSPhrTransposed`; the rest
     :class:`_CALSLoss`. On the CPU each kernel indexes by the labels first, with bounds checks (see
-    :func:`tailwise._validation.checked_by_computation`).
+    :func:`tailwise._validation.checked_by_computation`). Under ``torch.compile`` ``fn`` is the plain
+    expression (:func:`_cals_reference`), which the compiler fuses.
     """
     check_reduction(reduction)
     check_in_choices("penalty", penalty, tuple(CALS_PENALTIES))
@@ -296,6 +298,12 @@ def cals_fn(
     normalize = bool(normalize)
     lam, r = _as_like(lambd, like), _as_like(rho, like)
     w = None if weight is None else weight.to(device=like.device, dtype=like.dtype)
+    if compiling():  # the plain expression, for the compiler to fuse
+
+        def plain_fn(z: Tensor, target: Tensor) -> Tensor:
+            return _cals_reference(z, target, lam, r, margin, penalty, normalize, reduction, w)
+
+        return plain_fn
     if penalty != "phr":
 
         def other_fn(z: Tensor, target: Tensor) -> Tensor:

@@ -25,6 +25,7 @@ from tailwise._validation import (
     check_reduction,
     check_weight,
     checked_by_computation,
+    compiling,
     validation_enabled,
 )
 from tailwise.functional._fused import _transposed, hand_over_gradient
@@ -91,6 +92,7 @@ def cross_entropy(
         and logits.is_cpu
         and isinstance(target, Tensor)
         and not target.is_floating_point()
+        and not compiling()
     )
     check_logits_target(logits, target, allow_soft=True, label_range=not smoothed, finite=not smoothed)
     check_reduction(reduction)

@@ -44,6 +44,7 @@ from tailwise._validation import (
     check_reduction,
     check_weight,
     checked_by_computation,
+    compiling,
     describe,
 )
 from tailwise.functional._fused import _softmax_in_forward, _transposed, softmax_cross_entropy_
@@ -363,13 +364,14 @@ def clip_cross_entropy_fn(
     Arguments already checked: float32/float64 ``(N, C)`` logits with ``C > 0``, int64 labels in
     range, ``weight`` in the logits' dtype and device. ``None`` where the settings are outside the
     fused kernel's range. Float32 CPU logits with fewer than 16 classes (any batch size) compose native
-    operations in the transposed layout (:func:`_composite_fn`); the rest run the fused
-    function (see :func:`_composite_path`).
+    operations in the transposed layout (:func:`_composite_fn`), as do calls traced by
+    ``torch.compile`` (in the usual layout); the rest run the fused function (see
+    :func:`_composite_path`).
     """
     official = mode == "official"
     if tau < _MIN_OFFICIAL_TAU if official else tau > _MAX_CONTINUOUS_TAU:
         return None
-    if _composite_path(like):
+    if _composite_path(like) or compiling():  # under torch.compile: the composition, for the compiler to fuse
         return _composite_fn(tau, p, official, weight, reduction, _transposed(like))
 
     workspace = Workspace() if like.is_cpu else None
@@ -452,7 +454,7 @@ def _clip(logits: Tensor, tau: float, p: float, mode: str) -> Tensor:
     dtype = logits.dtype
     z = logits.float() if dtype in _LOW_PRECISION else logits
     official = mode == "official"
-    if z.shape[1] == 0 or (tau < _MIN_OFFICIAL_TAU if official else tau > _MAX_CONTINUOUS_TAU):
+    if z.shape[1] == 0 or (tau < _MIN_OFFICIAL_TAU if official else tau > _MAX_CONTINUOUS_TAU) or compiling():
         out = _clip_reference(z, tau, p, mode)
     elif z.requires_grad and torch.is_grad_enabled():
         out = _ClipLogits.apply(z, tau, p, official)

@@ -26,6 +26,7 @@ from tailwise._validation import (
     check_reduction,
     check_weight,
     checked_by_computation,
+    compiling,
 )
 from tailwise.functional._fused import (
     _transposed,
@@ -96,7 +97,8 @@ def _mbls(
     :class:`_MbLSMean` (gradient formed in the forward; :class:`_MbLSMeanTransposed` for float32 CPU
     logits with fewer than 16 classes), otherwise :class:`_MbLSLoss`. On the CPU the
     labels' range and the logits' finiteness are checked by the computation (see
-    :func:`tailwise._validation.checked_by_computation`); elsewhere the checks come first.
+    :func:`tailwise._validation.checked_by_computation`); elsewhere the checks come first. Under
+    ``torch.compile`` the plain expression (:func:`_mbls_reference`) runs, for the compiler to fuse.
     """
     alpha = check_positive("alpha", alpha, allow_zero=True)
     on_cpu = isinstance(logits, Tensor) and logits.is_cpu
@@ -108,6 +110,9 @@ def _mbls(
     margin = check_positive("margin", margin, allow_zero=True)
     z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
     labels = target if target.dtype == torch.int64 else target.long()
+    if compiling():  # the plain expression, for the compiler to fuse
+        w = None if weight is None else weight.to(device=z.device, dtype=z.dtype)
+        return _mbls_reference(z, labels, margin, alpha, reduction, w)
     if weight is None and reduction != "none" and z.shape[0] > 0 and _transposed(z):
 
         def fn(z: Tensor, target: Tensor) -> Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from tailwise._validation import check_logits_target
+from tailwise._validation import check_logits_target, compiling
 from tailwise.functional._prepared import PreparedLosses
 from tailwise.functional.ce import _LOW_PRECISION
 from tailwise.functional.vs import affine_fn
@@ -53,8 +53,11 @@ def _unless_all(vec: Tensor | None, value: float) -> Tensor | None:
 
     VS with ``gamma = 0`` has multipliers of exactly 1 and LA offsets ``tau * log(prior)``; skipping an
     identity term saves an operation per call, and deciding from the buffer (once per change) keeps the
-    loss following its buffers after ``load_state_dict`` or in-place edits.
+    loss following its buffers after ``load_state_dict`` or in-place edits. Under ``torch.compile``
+    ``vec`` is kept (the decision would read the buffer's values while tracing).
     """
-    if vec is None or vec.numel() == 0 or not bool((vec == value).all()):
+    if vec is None or compiling():
+        return vec
+    if vec.numel() == 0 or not bool((vec == value).all()):
         return vec
     return None

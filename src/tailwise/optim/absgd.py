@@ -41,7 +41,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tailwise._validation import check_in_choices, check_logits_target, check_positive, check_weight, describe
+from tailwise._validation import (
+    check_in_choices,
+    check_logits_target,
+    check_positive,
+    check_weight,
+    compiling,
+    describe,
+)
 from tailwise.functional._fused import _transposed, log_softmax_rows
 from tailwise.registry import LOSSES
 
@@ -337,8 +344,11 @@ class ABSGDLoss(nn.Module):
         return stats[:, 0].sum() / n
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        """The ABSGD loss of the batch; updates :math:`u` (except in the plain stage)."""
-        if self.training and not self.is_plain() and self._fused():
+        """The ABSGD loss of the batch; updates :math:`u` (except in the plain stage).
+
+        Under ``torch.compile`` the plain expression runs, with :math:`u` a buffer updated in the graph.
+        """
+        if self.training and not self.is_plain() and not compiling() and self._fused():
             check_logits_target(logits, target)
             x = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
             labels = target if target.dtype == torch.int64 else target.long()
@@ -357,7 +367,8 @@ class ABSGDLoss(nn.Module):
         with torch.no_grad():
             scores = loss.detach() / lam
             stat = self._batch_stat(scores)
-            if self.stable and stat is None and scores.is_cpu and scores.dtype in (torch.float32, torch.float64):
+            on_host = scores.is_cpu and scores.dtype in (torch.float32, torch.float64) and not compiling()
+            if self.stable and stat is None and on_host:
                 return self._weigh_on_host(scores)
             log_u_prev = self.log_u.to(loss.device)
             if self.u_init == "first_batch":  # u_0 = alpha * mean(e) instead of 0 (no host sync)

@@ -1,0 +1,210 @@
+"""Losses under ``torch.compile``: one graph (``fullgraph=True``), the eager value and gradient, checks kept.
+
+Traced calls run each loss's plain PyTorch expression (the fused eager kernels keep Python-side
+state and branch on values, which a graph cannot hold). The ``aot_eager`` backend traces forward and
+backward like inductor without generating code, so these tests stay fast; one test compiles CALS
+with inductor when a C++ compiler is present.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import Tensor
+
+import tailwise.functional as TF
+import tailwise.losses  # noqa: F401  (registers the losses)
+from tailwise._validation import validation_disabled
+from tailwise.optim.absgd import ABSGDLoss
+from tailwise.registry import LOSSES
+
+C_FEW, C_MANY = 10, 64
+COUNTS = {c: torch.linspace(500, 5, c).round() for c in (C_FEW, C_MANY)}
+
+# (name, params): every loss called as loss(logits, target), with settings that reach each eager path
+MODULES = [
+    ("ce", {}),
+    ("ce", {"label_smoothing": 0.1}),
+    ("weighted_ce", {}),
+    ("ldam", {}),
+    ("vs", {}),
+    ("la", {}),
+    ("cdt", {}),
+    ("bayias", {}),
+    ("focal", {}),
+    ("focal", {"gamma": 0.5}),
+    ("class_balanced", {}),
+    ("class_balanced", {"loss_type": "focal"}),
+    ("cdb", {}),
+    ("label_smoothing", {}),
+    ("alpha", {"alpha": 0.8}),
+    ("alpha", {"alpha": 3.0}),
+    ("logit_clip", {}),
+    ("logit_clip", {"mode": "official"}),
+    ("mbls", {}),
+    ("mbls", {"margin": 1.0}),
+    ("cals", {}),
+    ("cals", {"margin": 1.0}),
+    ("cals", {"margin": 1.0, "penalty": "p2"}),
+]
+
+# (N, C): few classes (the transposed layout in eager mode) and > 2**15 logits (the fused kernels)
+SHAPES = [(64, C_FEW), (520, C_MANY)]
+
+
+def _compiled(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    torch._dynamo.reset()
+    return torch.compile(fn, backend="aot_eager", fullgraph=True)
+
+
+def _inputs(n: int, c: int, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+    z = (torch.randn(n, c, dtype=dtype) * 2).requires_grad_()
+    return z, torch.randint(0, c, (n,))
+
+
+def _value_and_grad(fn: Callable[[Tensor, Tensor], Tensor], z: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    (grad,) = torch.autograd.grad(loss := fn(z, y), z)
+    return loss.detach(), grad
+
+
+def _assert_same(fn: Callable[[Tensor, Tensor], Tensor], z: Tensor, y: Tensor) -> None:
+    value, grad = _value_and_grad(fn, z, y)
+    value_c, grad_c = _value_and_grad(_compiled(fn), z, y)
+    torch.testing.assert_close(value_c, value, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad_c, grad, rtol=1e-4, atol=1e-6)
+
+
+def _module(name: str, params: dict, c: int) -> torch.nn.Module:
+    return LOSSES.build(name, dict(params), class_counts=COUNTS[c], num_classes=c)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize(("name", "params"), MODULES, ids=lambda v: v if isinstance(v, str) else str(v or ""))
+def test_module_one_graph_same_value_and_gradient(name: str, params: dict, shape: tuple[int, int]) -> None:
+    module = _module(name, params, shape[1])
+    _assert_same(module, *_inputs(*shape))
+
+
+def _functionals(c: int) -> dict[str, Callable[[Tensor, Tensor], Tensor]]:
+    counts = COUNTS[c]
+    lam, rho = torch.full((c,), 0.5), torch.ones(c)
+    weight = torch.rand(c) + 0.5
+    return {
+        "cross_entropy": lambda z, y: TF.cross_entropy(z, y, weight=weight),
+        "label_smoothing_loss": lambda z, y: TF.label_smoothing_loss(z, y, 0.1),
+        "ldam_loss": lambda z, y: TF.ldam_loss(z, y, counts),
+        "vs_loss": lambda z, y: TF.vs_loss(z, y, counts),
+        "logit_adjusted_loss": lambda z, y: TF.logit_adjusted_loss(z, y, counts),
+        "cdt_loss": lambda z, y: TF.cdt_loss(z, y, counts),
+        "bayias_loss": lambda z, y: TF.bayias_loss(z, y, counts),
+        "weighted_cross_entropy": lambda z, y: TF.weighted_cross_entropy(z, y, counts),
+        "class_balanced_loss": lambda z, y: TF.class_balanced_loss(z, y, counts, loss_type="focal"),
+        "cdb_loss": lambda z, y: TF.cdb_loss(z, y, weight),
+        "focal_loss": lambda z, y: TF.focal_loss(z, y, 2.0, weight=weight),
+        "alpha_loss": lambda z, y: TF.alpha_loss(z, y, 2.0),
+        "logit_clip_loss": lambda z, y: TF.logit_clip_loss(z, y, 0.5),
+        "clip_logits + cross_entropy": lambda z, y: TF.cross_entropy(TF.clip_logits(z, 0.5), y),
+        "mbls_loss": lambda z, y: TF.mbls_loss(z, y, margin=1.0),
+        "cals_loss": lambda z, y: TF.cals_loss(z, y, lam, rho, margin=1.0),
+        "cals_loss sum": lambda z, y: TF.cals_loss(z, y, lam, rho, margin=1.0, reduction="sum"),
+        "cals_loss weighted": lambda z, y: TF.cals_loss(z, y, lam, rho, margin=1.0, weight=weight),
+    }
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("name", list(_functionals(C_FEW)))
+def test_functional_one_graph_same_value_and_gradient(name: str, shape: tuple[int, int]) -> None:
+    _assert_same(_functionals(shape[1])[name], *_inputs(*shape))
+
+
+def test_absgd_loss_one_graph_same_value_gradient_and_state() -> None:
+    eager, traced = ABSGDLoss(lam=5.0), ABSGDLoss(lam=5.0)
+    z, y = _inputs(256, C_MANY)
+    value, grad = _value_and_grad(eager, z, y)
+    value_c, grad_c = _value_and_grad(_compiled(traced), z, y)
+    torch.testing.assert_close(value_c, value)
+    torch.testing.assert_close(grad_c, grad)
+    for key, tensor in eager.state_dict().items():
+        torch.testing.assert_close(traced.state_dict()[key], tensor, msg=key)
+
+
+def test_float64_and_half_logits() -> None:
+    module = _module("cals", {"margin": 1.0}, C_FEW)
+    _assert_same(module, *_inputs(32, C_FEW, torch.float64))
+    z = torch.randn(32, C_FEW).half().requires_grad_()
+    y = torch.randint(0, C_FEW, (32,))
+    torch.testing.assert_close(_compiled(module)(z, y), module(z, y), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["ldam", "cals", "logit_clip", "alpha", "mbls"])
+def test_bad_values_raise_inside_the_graph(name: str) -> None:
+    module = _compiled(_module(name, {}, C_FEW))
+    z, y = _inputs(16, C_FEW)
+    bad_z = z.detach().clone()
+    bad_z[3, 1] = float("nan")
+    with pytest.raises(RuntimeError, match="logits must be finite"):
+        module(bad_z, y)
+    for label in (-1, C_FEW):
+        bad_y = y.clone()
+        bad_y[5] = label
+        with pytest.raises(RuntimeError, match=rf"target labels must lie in \[0, {C_FEW - 1}\]"):
+            module(z, bad_y)
+
+
+def test_functional_class_counts_checked_inside_the_graph() -> None:
+    z, y = _inputs(16, C_FEW)
+    fn = _compiled(lambda z, y, counts: TF.vs_loss(z, y, counts))
+    fn(z, y, COUNTS[C_FEW])
+    bad = COUNTS[C_FEW].clone()
+    bad[2] = -1.0
+    with pytest.raises(RuntimeError, match="class_counts must be"):
+        fn(z, y, bad)
+
+
+def test_bad_arguments_raise_while_tracing() -> None:
+    """The usual exception and message (with ``fullgraph=True`` the compiler wraps it in its own)."""
+    z, y = _inputs(16, C_FEW)
+    torch._dynamo.reset()
+    with pytest.raises(ValueError, match=r"target must have shape \(16,\)"):
+        torch.compile(TF.cross_entropy, backend="aot_eager")(z, y[:8])
+    with pytest.raises(ValueError, match="margin must be a finite number > 0"):
+        torch.compile(lambda z, y: TF.cals_loss(z, y, 1e-6, 1.0, margin=-1.0), backend="aot_eager")(z, y)
+    with pytest.raises(torch._dynamo.exc.Unsupported, match="target must have shape"):
+        _compiled(TF.cross_entropy)(z, y[:8])
+
+
+def test_value_checks_off_leave_no_asserts() -> None:
+    module = _compiled(_module("cals", {}, C_FEW))
+    z, y = _inputs(16, C_FEW)
+    bad_z = z.detach().clone()
+    bad_z[0, 0] = float("nan")
+    with validation_disabled():
+        assert torch.isnan(module(bad_z, y))
+
+
+def test_training_step_compiles_as_one_graph() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(20, 32), torch.nn.ReLU(), torch.nn.Linear(32, C_MANY))
+    loss_fn = _module("cals", {"margin": 1.0}, C_MANY)
+    x, y = torch.randn(128, 20), torch.randint(0, C_MANY, (128,))
+
+    def step(x: Tensor, y: Tensor) -> Tensor:
+        return loss_fn(model(x), y)
+
+    eager = torch.autograd.grad(step(x, y), list(model.parameters()))
+    compiled = torch.autograd.grad(_compiled(step)(x, y), list(model.parameters()))
+    for a, b in zip(compiled, eager, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("gcc") is None, reason="no C++ compiler")
+def test_cals_with_inductor() -> None:
+    module = _module("cals", {"margin": 1.0}, C_MANY)
+    z, y = _inputs(128, C_MANY)
+    value, grad = _value_and_grad(module, z, y)
+    torch._dynamo.reset()
+    value_c, grad_c = _value_and_grad(torch.compile(module, fullgraph=True), z, y)
+    torch.testing.assert_close(value_c, value, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad_c, grad, rtol=1e-4, atol=1e-6)
