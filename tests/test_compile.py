@@ -208,3 +208,39 @@ def test_cals_with_inductor() -> None:
     value_c, grad_c = _value_and_grad(torch.compile(module, fullgraph=True), z, y)
     torch.testing.assert_close(value_c, value, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad_c, grad, rtol=1e-4, atol=1e-6)
+
+
+def test_cals_traced_kernel_splits_tied_maxima_like_amax() -> None:
+    module = _module("cals", {"margin": 1.0}, C_MANY)
+    z = torch.randn(64, C_MANY)
+    z[::3, 5] = z[::3, 9] = z.detach().amax(dim=1)[::3] + 1.0  # every third row: two tied maxima
+    _assert_same(module, z.requires_grad_(), torch.randint(0, C_MANY, (64,)))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_cals_traced_kernel_equals_reference_and_is_differentiable_once(reduction: str) -> None:
+    from tailwise.functional.cals import _cals_reference, _CALSPhrMeanTraced, _phr_constants
+
+    c = 12
+    z = torch.randn(20, c, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, c, (20,))
+    lam, rho = torch.rand(c, dtype=torch.float64), torch.rand(c, dtype=torch.float64) + 0.5
+    consts = _phr_constants(lam, rho, 1.0, True, c)
+    value = _CALSPhrMeanTraced.apply(z, y, *consts, reduction)
+    expected = _cals_reference(z, y, lam, rho, 1.0, "phr", True, reduction, None)
+    torch.testing.assert_close(value, expected)
+    (grad,) = torch.autograd.grad(value * 3.0, z, create_graph=True)
+    torch.testing.assert_close(grad, torch.autograd.grad(expected * 3.0, z)[0])
+    with pytest.raises(RuntimeError, match=r"once_differentiable|does not require grad"):
+        torch.autograd.grad(grad.sum(), z)
+
+
+def test_materialized_leaves_eager_vectors_alone() -> None:
+    from tailwise.functional._fused import materialized
+
+    a, b = torch.ones(3), torch.zeros(3)
+    assert materialized(a, None, b) == (a, None, b)
+    out = _compiled(lambda a, b: materialized(a * 2, None, b + 1))(a, b)
+    assert out[1] is None
+    torch.testing.assert_close(out[0], a * 2)
+    torch.testing.assert_close(out[2], b + 1)

@@ -110,7 +110,7 @@ def check_positive(name: str, value: float, *, allow_zero: bool = False) -> floa
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a number; got {describe(value)}")
     v = float(value)
-    ok = math.isfinite(v) and (v >= 0 if allow_zero else v > 0)
+    ok = (v >= 0 if allow_zero else v > 0) and v < math.inf  # NaN fails the first comparison
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be a finite number {bound}; got {value!r}")
@@ -121,7 +121,7 @@ def check_real(name: str, value: float) -> float:
     """Raise unless ``value`` is a finite real number (any sign); return it as ``float``."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a number; got {describe(value)}")
-    if not math.isfinite(float(value)):
+    if not -math.inf < float(value) < math.inf:  # comparisons only: also for symbolic numbers while tracing
         raise ValueError(f"{name} must be finite; got {value!r}")
     return float(value)
 

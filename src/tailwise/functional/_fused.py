@@ -61,6 +61,21 @@ def _transposed(z: Tensor) -> bool:
     return z.shape[1] < _SMALL_C and z.dtype == torch.float32 and z.is_cpu and not compiling()
 
 
+def materialized(*vectors: Tensor | None) -> tuple[Tensor | None, ...]:
+    """The per-class ``(C,)`` vectors (or ``None``), each computed once per call under ``torch.compile``.
+
+    Inductor inlines an elementwise chain that produces a small vector into the loops that read it,
+    so per-class constants derived in the graph (casts, reciprocals, square roots) would be recomputed
+    for every element of an ``(N, C)`` loop: several times slower at ``C = 1000``. Stacking them
+    writes them to one buffer first. Outside a traced call the vectors are returned as they are.
+    """
+    present = [v for v in vectors if v is not None]
+    if not compiling() or not present or len({(v.dtype, v.device, v.shape) for v in present}) > 1:
+        return vectors
+    rows = iter(torch.stack(present).unbind(0))
+    return tuple(None if v is None else next(rows) for v in vectors)
+
+
 def log_softmax_rows(z: Tensor) -> Tensor:
     """``torch.log_softmax(z, 1)`` of ``(N, C)`` logits, differentiable; fast on CPU for few classes.
 
@@ -393,6 +408,7 @@ def adjusted_cross_entropy_fn(
         None if t is None else t.detach() for t in (multiplier, offset, class_shift, weight)
     )
     if compiling():
+        multiplier, offset, class_shift, weight = materialized(multiplier, offset, class_shift, weight)
 
         def plain_fn(z: Tensor, target: Tensor) -> Tensor:
             shift = None if class_shift is None else class_shift.index_select(0, target)

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from tailwise._validation import (
     check_in_choices,
@@ -47,6 +48,7 @@ from tailwise.functional._fused import (
     hand_over_gradient,
     log_softmax_rows,
     loss_coefficients,
+    materialized,
     softmax_gradient_,
     softmax_like,
 )
@@ -285,8 +287,10 @@ def cals_fn(
     :class:`_CALSPhrMeanTransposed` for float32 CPU logits with fewer than 16 classes); other ``phr``
     settings on such logits, and empty batches there, run :class:`_CALSPhrTransposed`; the rest
     :class:`_CALSLoss`. On the CPU each kernel indexes by the labels first, with bounds checks (see
-    :func:`tailwise._validation.checked_by_computation`). Under ``torch.compile`` ``fn`` is the plain
-    expression (:func:`_cals_reference`), which the compiler fuses.
+    :func:`tailwise._validation.checked_by_computation`). Under ``torch.compile`` ``fn`` is
+    :class:`_CALSPhrMeanTraced` for the ``phr`` penalty without class weights and with a ``"mean"``
+    or ``"sum"`` reduction, otherwise the plain expression (:func:`_cals_reference`); the compiler
+    fuses either.
     """
     check_reduction(reduction)
     check_in_choices("penalty", penalty, tuple(CALS_PENALTIES))
@@ -298,7 +302,17 @@ def cals_fn(
     normalize = bool(normalize)
     lam, r = _as_like(lambd, like), _as_like(rho, like)
     w = None if weight is None else weight.to(device=like.device, dtype=like.dtype)
-    if compiling():  # the plain expression, for the compiler to fuse
+    if compiling():  # expressions for the compiler to fuse
+        if penalty == "phr" and w is None and reduction != "none":
+            alpha, beta, q, k = _phr_constants(lam, r, margin, normalize, num_classes)
+            alpha, beta, q = materialized(alpha, beta, q)
+
+            def traced_mean_fn(z: Tensor, target: Tensor) -> Tensor:
+                if z.shape[0] == 0:
+                    return _cals_reference(z, target, lam, r, margin, penalty, normalize, reduction, w)
+                return _CALSPhrMeanTraced.apply(z, target, alpha, beta, q, k, reduction)
+
+            return traced_mean_fn
 
         def plain_fn(z: Tensor, target: Tensor) -> Tensor:
             return _cals_reference(z, target, lam, r, margin, penalty, normalize, reduction, w)
@@ -654,6 +668,41 @@ def _phr_mean_terms(
         grad = None
     give_back_scratch(consts.workspace, storage)
     return loss, grad
+
+
+class _CALSPhrMeanTraced(torch.autograd.Function):
+    r""":class:`_CALSPhrMean` for calls traced by ``torch.compile``: the gradient :math:`G` formed in the forward.
+
+    The forward computes the loss and :math:`G` (see :class:`_CALSPhrMean`) from plain operations,
+    which the compiler fuses into a few passes over the logits (its backward of the plain expression
+    would recompute the softmax and the penalty's terms); the backward scales :math:`G` by the
+    upstream gradient. It is differentiable once: a second backward through it raises.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, z: Tensor, target: Tensor, alpha: Tensor, beta: Tensor, q: Tensor, k: Tensor, reduction: str
+    ) -> Tensor:
+        n = z.shape[0]
+        rows = target.unsqueeze(1)
+        t = z - z.amax(dim=1, keepdim=True)  # -d
+        u = torch.clamp(alpha - beta * t, min=0)  # sqrt(w) P'(h)
+        e = torch.exp(t)
+        s = e.sum(dim=1, keepdim=True)
+        loss = (u * u).sum() + (s.log() - t.gather(1, rows)).sum() - k * n
+        at_max = (t == 0).to(z.dtype)
+        share = (u * q).sum(dim=1, keepdim=True) / at_max.sum(dim=1, keepdim=True)
+        grad = (e / s - q * u + at_max * share).scatter_add(1, rows, torch.full_like(t[:, :1], -1.0))
+        if reduction == "mean":
+            loss, grad = loss / n, grad / n
+        ctx.save_for_backward(grad)
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        (g,) = ctx.saved_tensors
+        return (g * grad, *(None,) * 6)
 
 
 class _CALSPhrMeanTransposed(torch.autograd.Function):
