@@ -21,8 +21,12 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+# a fresh inductor cache, so that the compile column is a cold compilation (set before torch loads)
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="tailwise-inductor-")
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +39,7 @@ from tailwise.train.trainer import load_components
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _suite import cpu_name
-from loss_overhead import N_MAX, RHO, SHAPES, Variant, measure, quartiles
+from loss_overhead import BASELINE_SLOWED, N_MAX, RHO, SHAPES, Variant, measure, quartiles
 
 TARGET = 2.0
 # (row label, registry name, parameters): the losses the overhead target names, their baselines and
@@ -105,7 +109,16 @@ def main() -> None:
             if v.kind == "compiled":
                 print(f"  compiled {v.name}: first call {s:.1f} s", flush=True)
         iters = args.iters_large if c >= 100 else args.iters_small
-        per_round, per_round_min, _ = measure(variants, logits, target, args.rounds, iters, args.warmup, args.seed)
+        per_round, per_round_min, per_round_block = measure(
+            variants, logits, target, args.rounds, iters, args.warmup, args.seed
+        )
+        # the rule of loss_overhead.py: an interleaved baseline slowed by the variants run before it
+        # is judged by the fastest calls
+        ce_median = statistics.median(r[0] for r in per_round)
+        ce_fastest = statistics.median(r[0] for r in per_round_min)
+        ce_block = statistics.median(r[0] for r in per_round_block)
+        slowed = ce_median > BASELINE_SLOWED * min(ce_fastest, ce_block)
+        judged = per_round_min if slowed else per_round
 
         def ratios(i: int, j: int, rounds: list[list[float]]) -> list[float]:
             return [r[i] / r[j] for r in rounds]
@@ -126,16 +139,24 @@ def main() -> None:
         ]
         for k, (label, _, _) in enumerate(LOSS_ROWS):
             e, cpl = 2 + 2 * k, 3 + 2 * k
-            compiled_ratio = statistics.median(ratios(cpl, 0, per_round))
+            compiled_ratio = statistics.median(ratios(cpl, 0, judged))
             verdict = "PASS" if compiled_ratio <= TARGET else f"**FAIL** ({compiled_ratio / TARGET:.2f}x over)"
             lines.append(
                 f"| {label} | {us(e):.1f} | {fmt(ratios(e, 0, per_round))} | {us(cpl):.1f} "
                 f"| {fmt(ratios(cpl, 0, per_round))} | {statistics.median(ratios(cpl, 0, per_round_min)):.2f} "
                 f"| {fmt(ratios(cpl, 1, per_round))} | {first[cpl]:.1f} | {verdict} |"
             )
-            summary.append(f"- N={n}, C={c}, `{label}`: eager {statistics.median(ratios(e, 0, per_round)):.2f}x, "
-                           f"compiled {compiled_ratio:.2f}x eager `F.cross_entropy`")
-        sections.append(f"## N={n}, C={c} ({iters} sweeps per round)\n\n" + "\n".join(lines) + "\n")
+            summary.append(f"- N={n}, C={c}, `{label}`: eager {statistics.median(ratios(e, 0, judged)):.2f}x, "
+                           f"compiled {compiled_ratio:.2f}x eager `F.cross_entropy`"
+                           + (" (ratios of minima)" if slowed else " (interleaved medians)"))
+        note = (
+            f"**The interleaved eager baseline was slowed in this run** (median call {ce_median * 1e6:.1f} us, "
+            f"fastest {ce_fastest * 1e6:.1f} us, consecutive calls {ce_block * 1e6:.1f} us): the verdicts at this "
+            "shape use the ratio of minima.\n\n"
+            if slowed
+            else ""
+        )
+        sections.append(f"## N={n}, C={c} ({iters} sweeps per round)\n\n{note}" + "\n".join(lines) + "\n")
 
     threads = args.threads or torch.get_num_threads()
     cmd = f"python benchmarks/compiled_loss_overhead.py --rounds {args.rounds} --threads {threads}"
@@ -150,16 +171,18 @@ rounds of each round's median call, ratios the median of per-round ratios with t
 range; "ratio of minima" is the median over rounds of the ratio of the fastest calls. Logits uniform in
 [-1, 1] and labels from long-tailed class priors (exponential profile, head {N_MAX}, rho {RHO}), as in
 `loss_overhead.md`. Target: at most {TARGET:g}x eager `F.cross_entropy`; the verdict is for the compiled
-loss (the eager rows are in `loss_overhead.md`, whose verdicts apply to them). The compile column is
-the first forward+backward at the shape (tracing, code generation and the C++ compiler; a later
-process reuses inductor's on-disk cache and starts faster).
+loss (the eager rows are in `loss_overhead.md`, whose verdicts apply to them) and, as there, uses the
+ratio of minima where the interleaved eager baseline was slowed by more than {BASELINE_SLOWED}x. The
+compile column is the first forward+backward at the shape with an empty inductor cache (tracing,
+code generation and the C++ compiler; variants whose generated code matches an earlier one's reuse
+it, and a later process reuses the on-disk cache).
 
 Machine: {cpu_name()}, {os.cpu_count()} logical CPUs, torch threads: {threads}; load average
 {os.getloadavg()[0]:.1f} at the end of the run. Python {platform.python_version()}; torch {torch.__version__};
 tailwise {tailwise.__version__}. Seed {args.seed}.
 
 {chr(10).join(sections)}
-## Summary (median interleaved ratio to eager `F.cross_entropy`)
+## Summary (ratio to eager `F.cross_entropy` that the verdict uses)
 
 {chr(10).join(summary)}
 

@@ -176,8 +176,9 @@ def test_bad_arguments_raise_while_tracing() -> None:
         _compiled(TF.cross_entropy)(z, y[:8])
 
 
-def test_value_checks_off_leave_no_asserts() -> None:
-    module = _compiled(_module("cals", {}, C_FEW))
+@pytest.mark.parametrize("name", ["cals", "mbls"])
+def test_value_checks_off_leave_no_asserts(name: str) -> None:
+    module = _compiled(_module(name, {"margin": 1.0}, C_FEW))
     z, y = _inputs(16, C_FEW)
     bad_z = z.detach().clone()
     bad_z[0, 0] = float("nan")
@@ -233,6 +234,45 @@ def test_cals_traced_kernel_equals_reference_and_is_differentiable_once(reductio
     torch.testing.assert_close(grad, torch.autograd.grad(expected * 3.0, z)[0])
     with pytest.raises(RuntimeError, match=r"once_differentiable|does not require grad"):
         torch.autograd.grad(grad.sum(), z)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_mbls_traced_kernel_equals_reference_and_is_differentiable_once(reduction: str) -> None:
+    from tailwise.functional.mbls import _mbls_reference, _MbLSMeanTraced
+
+    z = torch.randn(20, 12, dtype=torch.float64) * 3
+    z[::4, 2] = z[::4, 7] = z.amax(dim=1)[::4] + 1.0  # tied maxima: Tensor.max's gradient goes to one
+    z.requires_grad_()
+    y = torch.randint(0, 12, (20,))
+    value = _MbLSMeanTraced.apply(z, y, 1.0, 0.3, reduction)
+    expected = _mbls_reference(z, y, 1.0, 0.3, reduction, None)
+    torch.testing.assert_close(value, expected)
+    (grad,) = torch.autograd.grad(value * 2.0, z, create_graph=True)
+    torch.testing.assert_close(grad, torch.autograd.grad(expected * 2.0, z)[0])
+    with pytest.raises(RuntimeError, match=r"once_differentiable|does not require grad"):
+        torch.autograd.grad(grad.sum(), z)
+
+
+def test_mbls_compiled_with_tied_maxima_equals_eager() -> None:
+    module = _module("mbls", {"margin": 1.0}, C_MANY)
+    z = torch.randn(64, C_MANY) * 2
+    z[::3, 5] = z[::3, 9] = z.amax(dim=1)[::3] + 1.0
+    _assert_same(module, z.requires_grad_(), torch.randint(0, C_MANY, (64,)))
+
+
+def test_compiled_module_follows_its_changed_buffers() -> None:
+    """The multipliers are graph inputs: an update between calls is read without recompiling."""
+    eager = _module("cals", {"margin": 1.0}, C_MANY)
+    compiled = _compiled(eager)
+    z, y = _inputs(64, C_MANY)
+    _value_and_grad(compiled, z, y)
+    with torch.no_grad():
+        eager.lambd.uniform_(0.0, 2.0)
+        eager.rho.fill_(3.0)
+    value, grad = _value_and_grad(eager, z, y)
+    value_c, grad_c = _value_and_grad(compiled, z, y)
+    torch.testing.assert_close(value_c, value, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad_c, grad, rtol=1e-4, atol=1e-6)
 
 
 def test_materialized_leaves_eager_vectors_alone() -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from tailwise._validation import (
     check_logits_target,
@@ -98,7 +99,8 @@ def _mbls(
     logits with fewer than 16 classes), otherwise :class:`_MbLSLoss`. On the CPU the
     labels' range and the logits' finiteness are checked by the computation (see
     :func:`tailwise._validation.checked_by_computation`); elsewhere the checks come first. Under
-    ``torch.compile`` the plain expression (:func:`_mbls_reference`) runs, for the compiler to fuse.
+    ``torch.compile`` the same cases run :class:`_MbLSMeanTraced` and the rest the plain expression
+    (:func:`_mbls_reference`), for the compiler to fuse.
     """
     alpha = check_positive("alpha", alpha, allow_zero=True)
     on_cpu = isinstance(logits, Tensor) and logits.is_cpu
@@ -110,7 +112,9 @@ def _mbls(
     margin = check_positive("margin", margin, allow_zero=True)
     z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
     labels = target if target.dtype == torch.int64 else target.long()
-    if compiling():  # the plain expression, for the compiler to fuse
+    if compiling():  # expressions for the compiler to fuse
+        if weight is None and reduction != "none" and z.shape[0] > 0:
+            return _MbLSMeanTraced.apply(z, labels, margin, alpha, reduction)
         w = None if weight is None else weight.to(device=z.device, dtype=z.dtype)
         return _mbls_reference(z, labels, margin, alpha, reduction, w)
     if weight is None and reduction != "none" and z.shape[0] > 0 and _transposed(z):
@@ -133,6 +137,46 @@ def _mbls(
     if on_cpu:
         return checked_by_computation(fn, z, labels, logits, finite=alpha != 0)
     return fn(z, labels)
+
+
+class _MbLSMeanTraced(torch.autograd.Function):
+    r""":class:`_MbLSMean` for calls traced by ``torch.compile``: the gradient formed in the forward.
+
+    With :math:`d = \max_k z_k - z`, :math:`a = [d > m]` and :math:`k = \alpha / C`, the gradient of
+    the per-sample loss is :math:`\operatorname{softmax}(z) - e_y - k a + k \bigl(\sum_j a_j\bigr)
+    e_{\arg\max}` (``Tensor.max``'s index, the first maximum). The forward forms it from plain
+    operations, which the compiler fuses with the loss into a few passes over the logits; the backward
+    scales it by the upstream gradient. It is differentiable once.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, z: Tensor, target: Tensor, margin: float, alpha: float, reduction: str
+    ) -> Tensor:
+        n, c = z.shape
+        rows = target.unsqueeze(1)
+        zmax = z.amax(dim=1, keepdim=True)
+        t = z - zmax  # -d
+        # Tensor.max's index, the first maximum, as a vectorisable minimum of column indices
+        columns = torch.arange(c, device=z.device)
+        arg_max = torch.where(t == 0, columns, c).amin(dim=1, keepdim=True).clamp_max(c - 1)  # (NaN rows: any)
+        e = torch.exp(t)
+        s = e.sum(dim=1, keepdim=True)
+        excess = torch.relu(-t - margin)  # [d - m]_+
+        loss = (s.log() - t.gather(1, rows)).sum() + (alpha / c) * excess.sum()
+        k_active = (excess > 0).to(z.dtype) * (alpha / c)
+        grad = (e / s - k_active).scatter_add(1, rows, torch.full_like(s, -1.0))
+        grad = grad.scatter_add(1, arg_max, k_active.sum(dim=1, keepdim=True))
+        if reduction == "mean":
+            loss, grad = loss / n, grad / n
+        ctx.save_for_backward(grad)
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        (g,) = ctx.saved_tensors
+        return (g * grad, None, None, None, None)
 
 
 def _mbls_reference(
