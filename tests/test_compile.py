@@ -253,6 +253,29 @@ def test_mbls_traced_kernel_equals_reference_and_is_differentiable_once(reductio
         torch.autograd.grad(grad.sum(), z)
 
 
+@pytest.mark.parametrize("mode", ["continuous", "official"])
+@pytest.mark.parametrize("tau", [0.05, 0.5, 3.0])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_logit_clip_traced_kernel_equals_reference(mode: str, tau: float, reduction: str) -> None:
+    """Clipped, unclipped, zero rows and a row exactly at the bound (gradient through the norm)."""
+    import torch.nn.functional as F
+
+    from tailwise.functional.logit_clip import _clip_reference, _ClipCrossEntropyTraced
+
+    z = torch.randn(24, 7, dtype=torch.float64) * torch.logspace(-2, 2, 24, dtype=torch.float64)[:, None]
+    z[0] = 0.0
+    z[1] *= (1.0 / tau) / torch.linalg.vector_norm(z[1])  # norm exactly 1/tau (up to rounding)
+    z.requires_grad_()
+    y = torch.randint(0, 7, (24,))
+    value = _ClipCrossEntropyTraced.apply(z, y, tau, mode == "official", reduction)
+    expected = F.cross_entropy(_clip_reference(z, tau, 2.0, mode), y, reduction=reduction)
+    torch.testing.assert_close(value, expected)
+    (grad,) = torch.autograd.grad(value * 2.0, z, create_graph=True)
+    torch.testing.assert_close(grad, torch.autograd.grad(expected * 2.0, z)[0])
+    with pytest.raises(RuntimeError, match=r"once_differentiable|does not require grad"):
+        torch.autograd.grad(grad.sum(), z)
+
+
 def test_mbls_compiled_with_tied_maxima_equals_eager() -> None:
     module = _module("mbls", {"margin": 1.0}, C_MANY)
     z = torch.randn(64, C_MANY) * 2

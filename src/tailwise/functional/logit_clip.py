@@ -35,6 +35,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from tailwise._validation import (
     check_finite,
@@ -364,14 +365,23 @@ def clip_cross_entropy_fn(
     Arguments already checked: float32/float64 ``(N, C)`` logits with ``C > 0``, int64 labels in
     range, ``weight`` in the logits' dtype and device. ``None`` where the settings are outside the
     fused kernel's range. Float32 CPU logits with fewer than 16 classes (any batch size) compose native
-    operations in the transposed layout (:func:`_composite_fn`), as do calls traced by
-    ``torch.compile`` (in the usual layout); the rest run the fused function (see
-    :func:`_composite_path`).
+    operations in the transposed layout (:func:`_composite_fn`); the rest run the fused function
+    (see :func:`_composite_path`). Calls traced by ``torch.compile`` run
+    :class:`_ClipCrossEntropyTraced` (the 2-norm without class weights, mean or sum) or the
+    composition in the usual layout.
     """
     official = mode == "official"
     if tau < _MIN_OFFICIAL_TAU if official else tau > _MAX_CONTINUOUS_TAU:
         return None
-    if _composite_path(like) or compiling():  # under torch.compile: the composition, for the compiler to fuse
+    if compiling():  # expressions for the compiler to fuse
+        if p == 2 and weight is None and reduction != "none":
+
+            def traced_fn(z: Tensor, target: Tensor) -> Tensor:
+                return _ClipCrossEntropyTraced.apply(z, target, tau, official, reduction)
+
+            return traced_fn
+        return _composite_fn(tau, p, official, weight, reduction, False)
+    if _composite_path(like):
         return _composite_fn(tau, p, official, weight, reduction, _transposed(like))
 
     workspace = Workspace() if like.is_cpu else None
@@ -383,6 +393,53 @@ def clip_cross_entropy_fn(
         return F.cross_entropy(clipped, target, weight=weight, reduction=reduction)
 
     return fn
+
+
+class _ClipCrossEntropyTraced(torch.autograd.Function):
+    r"""The clipped cross-entropy (2-norm) for calls traced by ``torch.compile``: the gradient formed in the forward.
+
+    A row with norm :math:`n = \lVert z\rVert_2` is scaled by :math:`\sigma = \delta / a` where it
+    is clipped and by 1 elsewhere, with :math:`a = n`, :math:`\delta = 1/\tau` and clipping where
+    :math:`n \ge \delta` (the continuous rule; at the bound the gradient passes through the norm, as
+    in :func:`_composite_fn`), or :math:`a = n + 10^{-7}`, :math:`\delta = 1/\tau` and clipping where
+    :math:`a > \tau` (the official rule). With :math:`g = \operatorname{softmax}(\sigma z) - e_y` the
+    gradient is :math:`\sigma g - \frac{\sigma\,(g \cdot z)}{a\,n} z` on clipped rows and
+    :math:`g` elsewhere. The forward forms it from plain operations, which the compiler fuses with the
+    loss; the backward scales it by the upstream gradient. It is differentiable once.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, z: Tensor, target: Tensor, tau: float, official: bool, reduction: str
+    ) -> Tensor:
+        n = z.shape[0]
+        rows = target.unsqueeze(1)
+        norm = torch.linalg.vector_norm(z, ord=2, dim=1, keepdim=True)
+        if official:
+            a = norm + _OFFICIAL_EPS
+            clipped = a > tau
+        else:
+            a = norm
+            clipped = norm >= 1.0 / tau
+        scale = torch.where(clipped, 1.0 / (a * tau), 1.0)
+        x = z * scale
+        t = x - x.amax(dim=1, keepdim=True)
+        e = torch.exp(t)
+        s = e.sum(dim=1, keepdim=True)
+        loss = (s.log() - t.gather(1, rows)).sum()
+        g = (e / s).scatter_add(1, rows, torch.full_like(s, -1.0))
+        through_norm = torch.where(clipped, scale * (g * z).sum(dim=1, keepdim=True) / (a * norm), 0.0)
+        grad = torch.where(clipped, scale * g - through_norm * z, g)
+        if reduction == "mean":
+            loss, grad = loss / n, grad / n
+        ctx.save_for_backward(grad)
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        (g,) = ctx.saved_tensors
+        return (g * grad, None, None, None, None)
 
 
 def _composite_fn(
