@@ -155,3 +155,31 @@ def test_grad_clipping_and_drop_last(tmp_path: Path) -> None:
     assert moved_free > 10 * moved
     with pytest.raises(ConfigError, match=r"train.grad_clip_norm must be > 0 or null; got -1.0"):
         Trainer(small_config(extra=("train.grad_clip_norm=-1",)), run_dir=tmp_path / "x", log=None)
+
+
+@pytest.mark.parametrize(("recipe", "extra"), [("cals", ()), ("ldam-drw", ("weights.switch_epoch=1",))])
+def test_compiled_steps_train_like_eager_ones(tmp_path: Path, recipe: str, extra: tuple[str, ...]) -> None:
+    """``train.compile`` (traced without code generation here): the same weights as eager steps.
+
+    CALS updates its multipliers in place after every epoch and DRW replaces the loss's weights at the
+    switch: the compiled step follows both.
+    """
+    states = []
+    for setting in ("false", "aot_eager"):
+        torch._dynamo.reset()
+        cfg = small_config(recipe, epochs=2, extra=(*extra, f"train.compile={setting}"))
+        counters = torch._dynamo.utils.counters
+        counters.clear()
+        trainer = Trainer(cfg, run_dir=tmp_path / setting, log=None)
+        trainer.fit()
+        states.append(trainer.model.state_dict())
+        if setting != "false":  # the model and the loss traced as one graph
+            assert counters["stats"]["unique_graphs"] >= 1
+            assert not counters["graph_break"], dict(counters["graph_break"])
+    for key, value in states[0].items():
+        torch.testing.assert_close(states[1][key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_compile_setting_is_checked(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"train.compile must be true, false or one of \[.*'inductor'.*got 'fast'"):
+        Trainer(small_config("ce", epochs=1, extra=("train.compile=fast",)), run_dir=tmp_path, log=None)

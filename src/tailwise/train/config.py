@@ -95,6 +95,10 @@ class TrainConfig:
     ``susceptibility`` (e.g. ``{batch_size: 128, aggregation: running_mean}``) probes the model at the
     start of every epoch with random labels on training inputs (Forouzesh et al., ICLR 2023) and logs
     ``susceptibility_r`` and ``zeta`` per epoch.
+
+    ``compile`` compiles each training step's forward and loss with ``torch.compile``: ``true`` for
+    the default backend (inductor, which needs a C++ compiler on the CPU), or a backend's name.
+    Evaluation, checkpoints and losses that call the model themselves run uncompiled.
     """
 
     epochs: int = 200
@@ -115,6 +119,7 @@ class TrainConfig:
     susceptibility: dict[str, Any] | None = None
     grad_clip_norm: float | None = None
     drop_last: bool = False
+    compile: bool | str = False
 
 
 @dataclass

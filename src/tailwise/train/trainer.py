@@ -68,6 +68,18 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
+def _compile_backend(setting: bool | str) -> str | None:
+    """The ``torch.compile`` backend named by ``train.compile`` (``None`` when off)."""
+    if setting is False:
+        return None
+    if setting is True:
+        return "inductor"
+    backends = torch.compiler.list_backends(exclude_tags=())
+    if setting not in backends:
+        raise ConfigError(f"train.compile must be true, false or one of {backends}; got {setting!r}")
+    return setting
+
+
 def auto_model_name(input_shape: tuple[int, ...]) -> str:
     """The reference model for an input shape: ResNet-32 for 3x32x32, the small CNN for 1x28x28, the
     1-D CNN for (C, L) signals, and the MLP otherwise."""
@@ -118,6 +130,7 @@ class Trainer:
             raise ConfigError(f"train.select_metric must be 'accuracy' or 'balanced_accuracy'; got {tc.select_metric!r}")
         if tc.grad_clip_norm is not None and not tc.grad_clip_norm > 0:
             raise ConfigError(f"train.grad_clip_norm must be > 0 or null; got {tc.grad_clip_norm}")
+        self._compile_backend = _compile_backend(tc.compile)
         if tc.threads:
             torch.set_num_threads(tc.threads)
         self.device = resolve_device(tc.device)
@@ -256,6 +269,9 @@ class Trainer:
             raise ConfigError(f"train.amp_dtype must be one of {list(amp_dtypes)}; got {cfg.train.amp_dtype!r}")
         self.amp_dtype = amp_dtypes[cfg.train.amp_dtype]
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
+        self._forward_loss = self._forward_and_loss
+        if self._compile_backend is not None:
+            self._forward_loss = torch.compile(self._forward_and_loss, backend=self._compile_backend)
 
     def components(self) -> dict[str, Any]:
         """The stateful components by role (``None`` where absent)."""
@@ -332,6 +348,11 @@ class Trainer:
         value = self.loss(logits, batch[1])
         return value.mean() if value.ndim else value
 
+    def _forward_and_loss(self, x: Tensor, *rest: Tensor) -> tuple[Tensor, Tensor]:
+        """The logits of a training batch and its loss (compiled with ``train.compile``)."""
+        logits = self.ddp_model(x)
+        return logits, self._compute_loss(logits, (x, *rest))
+
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over this rank's sampler indices; returns the mean loss and accuracy over all ranks."""
         self.ddp_model.train()
@@ -362,8 +383,7 @@ class Trainer:
                     # objectives that query the model themselves (Gaussian augmentation, SmoothMix)
                     logits, loss = None, self.loss(self.ddp_model, batch[0], batch[1], generator=gen)
                 else:
-                    logits = self.ddp_model(batch[0])
-                    loss = self._compute_loss(logits, batch)
+                    logits, loss = self._forward_loss(*batch)
             if not bool(torch.isfinite(loss.detach())):
                 if self.cfg.train.nan_policy == "error":
                     raise FloatingPointError(
