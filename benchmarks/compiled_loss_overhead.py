@@ -45,6 +45,7 @@ TARGET = 2.0
 # (row label, registry name, parameters): the losses the overhead target names, their baselines and
 # the long-tail losses, CALS both at its defaults and with active constraints
 LOSS_ROWS: list[tuple[str, str, dict]] = [
+    ("ce (tailwise CrossEntropyLoss)", "ce", {}),
     ("logit_clip", "logit_clip", {}),
     ("alpha (alpha=0.8)", "alpha", {"alpha": 0.8}),
     ("cals", "cals", {}),
@@ -165,7 +166,9 @@ def main() -> None:
 Forward+backward per call (`loss = fn(logits, target); loss.backward()`, `reduction="mean"`), each
 tailwise loss eager (its fused kernels) and compiled (`torch.compile(module, fullgraph=True)`,
 inductor: the traced plain expression with the value checks as in-graph asserts), against eager
-`F.cross_entropy` (the overhead target's baseline) and `torch.compile(F.cross_entropy)`. All variants
+`F.cross_entropy` (the overhead target's baseline) and `torch.compile(F.cross_entropy)` (tailwise's own
+`CrossEntropyLoss` is a row: compiled, it forms its gradient in the forward as the other rows do, where
+`torch.compile(F.cross_entropy)` differentiates the log-softmax). All variants
 interleaved call by call in a fresh random order every sweep; times are the median over {args.rounds}
 rounds of each round's median call, ratios the median of per-round ratios with their interquartile
 range; "ratio of minima" is the median over rounds of the ratio of the fastest calls. Logits uniform in

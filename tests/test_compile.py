@@ -276,6 +276,53 @@ def test_logit_clip_traced_kernel_equals_reference(mode: str, tau: float, reduct
         torch.autograd.grad(grad.sum(), z)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("adjustment", ["ldam", "vs", "la", "none"])
+def test_adjusted_traced_kernel_equals_reference(adjustment: str, weighted: bool, reduction: str) -> None:
+    from tailwise.functional._fused import _AdjustedCrossEntropyTraced, _reference
+
+    c = 9
+    z = torch.randn(25, c, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, c, (25,))
+    vec = torch.rand(c, dtype=torch.float64) + 0.5
+    scale, multiplier, offset, shift = {
+        "ldam": (30.0, None, None, -vec.index_select(0, y)),
+        "vs": (None, vec, torch.randn(c, dtype=torch.float64), None),
+        "la": (None, None, torch.randn(c, dtype=torch.float64), None),
+        "none": (None, None, None, None),
+    }[adjustment]
+    weight = torch.rand(c, dtype=torch.float64) + 0.1 if weighted else None
+    args = (scale, multiplier, offset, shift, weight, reduction)
+    value = _AdjustedCrossEntropyTraced.apply(z, y, *args)
+    expected = _reference(z, y, *args)
+    torch.testing.assert_close(value, expected)
+    (grad,) = torch.autograd.grad(value * 1.5, z, create_graph=True)
+    torch.testing.assert_close(grad, torch.autograd.grad(expected * 1.5, z)[0])
+    with pytest.raises(RuntimeError, match=r"once_differentiable|does not require grad"):
+        torch.autograd.grad(grad.sum(), z)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize(("eps", "weighted"), [(0.0, False), (0.0, True), (0.1, False), (1.0, False)])
+def test_cross_entropy_traced_kernel_equals_torch(eps: float, weighted: bool, reduction: str) -> None:
+    import torch.nn.functional as F
+
+    from tailwise.functional.ce import _CrossEntropyTraced
+
+    c = 9
+    z = (torch.randn(25, c, dtype=torch.float64) * 4).requires_grad_()
+    y = torch.randint(0, c, (25,))
+    weight = torch.rand(c, dtype=torch.float64) + 0.1 if weighted else None
+    value = _CrossEntropyTraced.apply(z, y, eps, weight, reduction)
+    expected = F.cross_entropy(z, y, weight=weight, reduction=reduction, label_smoothing=eps)
+    torch.testing.assert_close(value, expected)
+    (grad,) = torch.autograd.grad(value * 1.5, z, create_graph=True)
+    torch.testing.assert_close(grad, torch.autograd.grad(expected * 1.5, z)[0])
+    with pytest.raises(RuntimeError, match=r"once_differentiable|does not require grad"):
+        torch.autograd.grad(grad.sum(), z)
+
+
 def test_mbls_compiled_with_tied_maxima_equals_eager() -> None:
     module = _module("mbls", {"margin": 1.0}, C_MANY)
     z = torch.randn(64, C_MANY) * 2

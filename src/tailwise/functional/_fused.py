@@ -36,6 +36,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from tailwise._validation import compiling
 from tailwise.functional._reduce import reduce_loss
@@ -268,6 +269,60 @@ class _AdjustedCrossEntropy(torch.autograd.Function):
         return (grad_z, *nones)
 
 
+class _AdjustedCrossEntropyTraced(torch.autograd.Function):
+    r""":class:`_AdjustedCrossEntropy` for calls traced by ``torch.compile``: the gradient formed in the forward.
+
+    With per-sample coefficients :math:`c_i = w_{y_i}` (1 without weights), over
+    :math:`\sum_k c_k` for the ``"mean"`` (:math:`N` without weights, PyTorch's weighted mean), the
+    gradient is :math:`c_i\, a \odot (\operatorname{softmax}(t_i) - e_{y_i})`. The forward forms it
+    with the loss from plain operations, which the compiler fuses into a few passes over the logits;
+    the backward scales it by the upstream gradient. It is differentiable once.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        z: Tensor,
+        target: Tensor,
+        scale: float | None,
+        multiplier: Tensor | None,
+        offset: Tensor | None,
+        shift: Tensor | None,
+        weight: Tensor | None,
+        reduction: str,
+    ) -> Tensor:
+        index = target.unsqueeze(1)
+        t = _adjusted_logits(z, index, scale, multiplier, offset, shift)
+        t = t - t.amax(dim=1, keepdim=True)
+        e = torch.exp(t)
+        s = e.sum(dim=1, keepdim=True)
+        per_sample = s.log() - t.gather(1, index)  # (N, 1)
+        grad = (e / s).scatter_add(1, index, torch.full_like(s, -1.0))
+        if weight is None:
+            loss = per_sample.sum()
+            if reduction == "mean":
+                loss, grad = loss / z.shape[0], grad / z.shape[0]
+        else:
+            coef = weight.index_select(0, target).unsqueeze(1)
+            loss = (per_sample * coef).sum()
+            if reduction == "mean":
+                total = coef.sum()
+                loss, coef = loss / total, coef / total
+            grad = grad * coef
+        if scale is not None:
+            grad = grad * scale
+        elif multiplier is not None:
+            grad = grad * multiplier
+        ctx.save_for_backward(grad)
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        (g,) = ctx.saved_tensors
+        return (g * grad, *(None,) * 7)
+
+
 def _softmax_in_forward(z: Tensor) -> bool:
     """Whether :class:`_AdjustedCrossEntropy` keeps the softmax itself (CPU logits, ``(N, C)`` layout)."""
     return z.is_cpu and not _transposed(z)
@@ -398,8 +453,8 @@ def adjusted_cross_entropy_fn(
 
     The per-class tensors are constants: they are detached, so no gradient flows into them on any path.
 
-    Under ``torch.compile`` ``fn`` is the plain expression of :func:`_reference`, which the compiler
-    fuses.
+    Under ``torch.compile`` ``fn`` is :class:`_AdjustedCrossEntropyTraced` for a ``"mean"`` or
+    ``"sum"`` and the plain expression of :func:`_reference` otherwise; the compiler fuses either.
 
     Returns:
         ``fn(z, target)``: the loss of validated ``(N, C)`` logits ``z`` and ``(N,)`` int64 labels.
@@ -410,11 +465,13 @@ def adjusted_cross_entropy_fn(
     if compiling():
         multiplier, offset, class_shift, weight = materialized(multiplier, offset, class_shift, weight)
 
-        def plain_fn(z: Tensor, target: Tensor) -> Tensor:
+        def traced_fn(z: Tensor, target: Tensor) -> Tensor:
             shift = None if class_shift is None else class_shift.index_select(0, target)
-            return _reference(z, target, scale, multiplier, offset, shift, weight, reduction)
+            if reduction == "none" or z.shape[0] == 0:
+                return _reference(z, target, scale, multiplier, offset, shift, weight, reduction)
+            return _AdjustedCrossEntropyTraced.apply(z, target, scale, multiplier, offset, shift, weight, reduction)
 
-        return plain_fn
+        return traced_fn
     if _transposed(like):
         return _transposed_composite_fn(scale, multiplier, offset, class_shift, weight, reduction)
 
