@@ -33,8 +33,8 @@ OVERRIDES = [
 ]
 
 
-def _config() -> object:
-    return config_from_dict(apply_overrides(load_recipe("ce"), OVERRIDES))
+def _config(extra: tuple[str, ...] = ()) -> object:
+    return config_from_dict(apply_overrides(load_recipe("ce"), [*OVERRIDES, *extra]))
 
 
 def _free_port() -> int:
@@ -43,12 +43,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, out: str) -> None:
+def _worker(rank: int, world: int, port: int, out: str, extra: tuple[str, ...] = ()) -> None:
     faulthandler.enable()  # an abort in a rank prints that rank's Python stack
     os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     try:
-        trainer = Trainer(_config(), run_dir=Path(out) / "run", log=None)
+        trainer = Trainer(_config(extra), run_dir=Path(out) / "run", log=None)
         summary = trainer.fit()
         val, _ = trainer.evaluate("val")
         result = {
@@ -67,14 +67,16 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     os._exit(0)
 
 
-def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("extra", [(), ("train.compile=aot_eager",)], ids=["eager", "compiled"])
+def test_two_process_ddp_matches_one_process(tmp_path: Path, extra: tuple[str, ...]) -> None:
+    """Compiled steps (traced, no code generation) under DDP follow the same trajectory as eager ones."""
     single = Trainer(_config(), run_dir=tmp_path / "single", log=None)
     assert len(single.train_y) % 64 == 0, "the comparison needs full global batches"
     single.fit()
     single_loss = [r["train_loss"] for r in single.history]
     single_val, _ = single.evaluate("val")
 
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), extra), nprocs=2, join=True)
     r0 = json.loads((tmp_path / "rank0.json").read_text())
     r1 = json.loads((tmp_path / "rank1.json").read_text())
     assert r0["sampler_len"] == r1["sampler_len"] == len(single.train_y) // 2
