@@ -129,6 +129,39 @@ def test_functional_one_graph_same_value_and_gradient(name: str, shape: tuple[in
     _assert_same(_functionals(shape[1])[name], *_inputs(*shape))
 
 
+@pytest.mark.parametrize(
+    ("name", "kernel"),
+    [
+        ("ce", "ce._CrossEntropyTraced"),
+        ("vs", "_fused._AdjustedCrossEntropyTraced"),
+        ("cals", "cals._CALSPhrMeanTraced"),
+        ("mbls", "mbls._MbLSMeanTraced"),
+        ("logit_clip", "logit_clip._ClipCrossEntropyTraced"),
+    ],
+)
+def test_evaluation_calls_skip_the_gradient(name: str, kernel: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under ``no_grad``, and for logits without a gradient, a traced call runs the plain expression:
+    with the forward-gradient kernel made to fail, evaluation still compiles and a training call fails."""
+    import importlib
+
+    module_name, cls_name = kernel.split(".")
+    cls = getattr(importlib.import_module(f"tailwise.functional.{module_name}"), cls_name)
+    loss = _module(name, {"margin": 1.0} if name in ("cals", "mbls") else {}, C_MANY)
+    z, y = _inputs(64, C_MANY)
+    expected = loss(z, y).detach()
+
+    def unavailable(*args: object) -> Tensor:
+        raise NotImplementedError("the forward-gradient kernel ran")
+
+    monkeypatch.setattr(cls, "forward", staticmethod(unavailable))
+    compiled = _compiled(loss)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(z, y), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(compiled(z.detach(), y), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(Exception, match="the forward-gradient kernel ran"):
+        compiled(z, y)
+
+
 def test_float64_and_half_logits() -> None:
     module = _module("cals", {"margin": 1.0}, C_FEW)
     _assert_same(module, *_inputs(32, C_FEW, torch.float64))

@@ -62,6 +62,15 @@ def _transposed(z: Tensor) -> bool:
     return z.shape[1] < _SMALL_C and z.dtype == torch.float32 and z.is_cpu and not compiling()
 
 
+def forms_gradient(z: Tensor) -> bool:
+    """Whether a traced call forms the gradient of the logits ``z`` in its forward.
+
+    Only when autograd will ask for it (grad mode on and ``z`` requiring a gradient) and the batch has
+    samples; evaluation calls run the plain expression instead, without the gradient's passes.
+    """
+    return torch.is_grad_enabled() and z.requires_grad and z.shape[0] > 0
+
+
 def materialized(*vectors: Tensor | None) -> tuple[Tensor | None, ...]:
     """The per-class ``(C,)`` vectors (or ``None``), each computed once per call under ``torch.compile``.
 
@@ -467,7 +476,7 @@ def adjusted_cross_entropy_fn(
 
         def traced_fn(z: Tensor, target: Tensor) -> Tensor:
             shift = None if class_shift is None else class_shift.index_select(0, target)
-            if reduction == "none" or z.shape[0] == 0:
+            if reduction == "none" or not forms_gradient(z):
                 return _reference(z, target, scale, multiplier, offset, shift, weight, reduction)
             return _AdjustedCrossEntropyTraced.apply(z, target, scale, multiplier, offset, shift, weight, reduction)
 

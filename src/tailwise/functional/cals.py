@@ -45,6 +45,7 @@ from tailwise._validation import (
 )
 from tailwise.functional._fused import (
     _transposed,
+    forms_gradient,
     hand_over_gradient,
     log_softmax_rows,
     loss_coefficients,
@@ -308,7 +309,7 @@ def cals_fn(
             alpha, beta, q = materialized(alpha, beta, q)
 
             def traced_mean_fn(z: Tensor, target: Tensor) -> Tensor:
-                if z.shape[0] == 0:
+                if not forms_gradient(z):
                     return _cals_reference(z, target, lam, r, margin, penalty, normalize, reduction, w)
                 return _CALSPhrMeanTraced.apply(z, target, alpha, beta, q, k, reduction)
 

@@ -29,7 +29,7 @@ from tailwise._validation import (
     compiling,
     validation_enabled,
 )
-from tailwise.functional._fused import _transposed, hand_over_gradient
+from tailwise.functional._fused import _transposed, forms_gradient, hand_over_gradient
 
 __all__ = ["cross_entropy"]
 
@@ -112,7 +112,7 @@ def cross_entropy(
         target = target.to(z.dtype)
     else:
         target = target.long()
-        if compiling() and reduction != "none" and z.shape[0] > 0 and (eps == 0.0 or weight is None):
+        if compiling() and reduction != "none" and forms_gradient(z) and (eps == 0.0 or weight is None):
             return _CrossEntropyTraced.apply(z, target, eps, _vector_like(weight, z), reduction)
         if _transposed(z) and (eps == 0.0 or validation_enabled()):
             return _few_classes_cross_entropy(z, target, _vector_like(weight, z), reduction, eps)

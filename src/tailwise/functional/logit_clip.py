@@ -48,7 +48,7 @@ from tailwise._validation import (
     compiling,
     describe,
 )
-from tailwise.functional._fused import _softmax_in_forward, _transposed, softmax_cross_entropy_
+from tailwise.functional._fused import _softmax_in_forward, _transposed, forms_gradient, softmax_cross_entropy_
 from tailwise.functional._prepared import PreparedLosses
 from tailwise.functional._workspace import Workspace
 
@@ -374,13 +374,16 @@ def clip_cross_entropy_fn(
     if tau < _MIN_OFFICIAL_TAU if official else tau > _MAX_CONTINUOUS_TAU:
         return None
     if compiling():  # expressions for the compiler to fuse
+        composite = _composite_fn(tau, p, official, weight, reduction, False)
         if p == 2 and weight is None and reduction != "none":
 
             def traced_fn(z: Tensor, target: Tensor) -> Tensor:
+                if not forms_gradient(z):
+                    return composite(z, target)
                 return _ClipCrossEntropyTraced.apply(z, target, tau, official, reduction)
 
             return traced_fn
-        return _composite_fn(tau, p, official, weight, reduction, False)
+        return composite
     if _composite_path(like):
         return _composite_fn(tau, p, official, weight, reduction, _transposed(like))
 

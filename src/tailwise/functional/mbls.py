@@ -32,6 +32,7 @@ from tailwise._validation import (
 from tailwise.functional._fused import (
     _transposed,
     cached_vector,
+    forms_gradient,
     hand_over_gradient,
     log_softmax_rows,
     loss_coefficients,
@@ -113,7 +114,7 @@ def _mbls(
     z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
     labels = target if target.dtype == torch.int64 else target.long()
     if compiling():  # expressions for the compiler to fuse
-        if weight is None and reduction != "none" and z.shape[0] > 0:
+        if weight is None and reduction != "none" and forms_gradient(z):
             return _MbLSMeanTraced.apply(z, labels, margin, alpha, reduction)
         w = None if weight is None else weight.to(device=z.device, dtype=z.dtype)
         return _mbls_reference(z, labels, margin, alpha, reduction, w)
