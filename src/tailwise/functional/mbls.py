@@ -159,15 +159,15 @@ class _MbLSMeanTraced(torch.autograd.Function):
         zmax = z.amax(dim=1, keepdim=True)
         t = z - zmax  # -d
         # Tensor.max's index, the first maximum, as a vectorisable minimum of column indices
-        columns = torch.arange(c, device=z.device)
-        arg_max = torch.where(t == 0, columns, c).amin(dim=1, keepdim=True).clamp_max(c - 1)  # (NaN rows: any)
+        columns = torch.arange(c, device=z.device, dtype=z.dtype)
+        first_max = torch.where(t == 0, columns, c).amin(dim=1, keepdim=True)  # (NaN rows: none)
         e = torch.exp(t)
         s = e.sum(dim=1, keepdim=True)
         excess = torch.relu(-t - margin)  # [d - m]_+
         loss = (s.log() - t.gather(1, rows)).sum() + (alpha / c) * excess.sum()
         k_active = (excess > 0).to(z.dtype) * (alpha / c)
         grad = (e / s - k_active).scatter_add(1, rows, torch.full_like(s, -1.0))
-        grad = grad.scatter_add(1, arg_max, k_active.sum(dim=1, keepdim=True))
+        grad = grad + (columns == first_max).to(z.dtype) * k_active.sum(dim=1, keepdim=True)
         if reduction == "mean":
             loss, grad = loss / n, grad / n
         ctx.save_for_backward(grad)
