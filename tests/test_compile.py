@@ -162,6 +162,24 @@ def test_evaluation_calls_skip_the_gradient(name: str, kernel: str, monkeypatch:
         compiled(z, y)
 
 
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [("ce", {"label_smoothing": 0.1}), ("ldam", {}), ("cals", {"margin": 1.0}), ("mbls", {"margin": 1.0}),
+     ("logit_clip", {}), ("alpha", {"alpha": 3.0}), ("focal", {})],
+)
+def test_symbolic_batch_sizes(name: str, params: dict) -> None:
+    """``dynamic=True`` (symbolic batch size, as after a smaller last batch): one graph for every size."""
+    eager, traced = _module(name, params, C_MANY), _module(name, params, C_MANY)
+    torch._dynamo.reset()
+    compiled = torch.compile(traced, backend="aot_eager", fullgraph=True, dynamic=True)
+    for n in (64, 40, 17):
+        z, y = _inputs(n, C_MANY)
+        value, grad = _value_and_grad(eager, z, y)
+        value_c, grad_c = _value_and_grad(compiled, z, y)
+        torch.testing.assert_close(value_c, value, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(grad_c, grad, rtol=1e-4, atol=1e-6)
+
+
 def test_float64_and_half_logits() -> None:
     module = _module("cals", {"margin": 1.0}, C_FEW)
     _assert_same(module, *_inputs(32, C_FEW, torch.float64))
