@@ -120,6 +120,17 @@ def _functionals(c: int) -> dict[str, Callable[[Tensor, Tensor], Tensor]]:
         "cals_loss": lambda z, y: TF.cals_loss(z, y, lam, rho, margin=1.0),
         "cals_loss sum": lambda z, y: TF.cals_loss(z, y, lam, rho, margin=1.0, reduction="sum"),
         "cals_loss weighted": lambda z, y: TF.cals_loss(z, y, lam, rho, margin=1.0, weight=weight),
+        "cals_loss p3 none": lambda z, y: TF.cals_loss(z, y, lam, rho, 1.0, "p3", reduction="none").sum(),
+        "cals_penalty": lambda z, y: TF.cals_penalty(z, lam, rho, margin=1.0),
+        "cross_entropy soft": lambda z, y: TF.cross_entropy(z, torch.softmax(z.detach() * 0.5, 1), label_smoothing=0.1),
+        "cross_entropy none": lambda z, y: TF.cross_entropy(z, y, weight=weight, reduction="none").sum(),
+        "alpha_loss soft": lambda z, y: TF.alpha_loss(z, torch.softmax(z.detach() * 0.5, 1), 2.0),
+        "alpha_loss inf": lambda z, y: TF.alpha_loss(z, y, float("inf")),
+        "focal_loss ldam_repo": lambda z, y: TF.focal_loss(z, y, 1.0, variant="ldam_repo"),
+        "logit_clip_loss p=inf": lambda z, y: TF.logit_clip_loss(z, y, 0.5, p=float("inf")),
+        "logit_clip_loss weighted none": lambda z, y: TF.logit_clip_loss(z, y, 0.5, weight=weight, reduction="none").sum(),
+        "ldam_loss none": lambda z, y: TF.ldam_loss(z, y, margins=weight, reduction="none").sum(),
+        "mbls_loss weighted": lambda z, y: TF.mbls_loss(z, y, margin=1.0, weight=weight),
     }
 
 
