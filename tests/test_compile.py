@@ -191,6 +191,17 @@ def test_symbolic_batch_sizes(name: str, params: dict) -> None:
         torch.testing.assert_close(grad_c, grad, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["linf_crossentropy", "linf_hinge", "linf_mixture"])
+def test_linf_objectives_one_graph(name: str) -> None:
+    loss = LOSSES.build(name, {}, num_classes=C_FEW)
+    outputs, worst = torch.randn(32, C_FEW, requires_grad=True), torch.randn(32, C_FEW, requires_grad=True)
+    y = torch.randint(0, C_FEW, (32,))
+    expected = torch.autograd.grad(loss(outputs, worst, y), (outputs, worst))
+    got = torch.autograd.grad(_compiled(loss)(outputs, worst, y), (outputs, worst))
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b)
+
+
 def test_float64_and_half_logits() -> None:
     module = _module("cals", {"margin": 1.0}, C_FEW)
     _assert_same(module, *_inputs(32, C_FEW, torch.float64))
