@@ -8,7 +8,9 @@ inputs were validated once up front.
 Under ``torch.compile`` (:func:`compiling`) the value checks become asserts inside the compiled graph
 (``torch._assert_async``): they raise ``RuntimeError`` with the same argument name and expectation,
 without the received values (reading those would split the graph); checks of shapes, dtypes and
-arguments run while tracing, as in eager mode.
+arguments run while tracing, as in eager mode. On a GPU a failed assert is a device-side assert,
+which ends the process (as PyTorch's own index checks do), so there only the labels' range is
+asserted (an out-of-range label would index out of bounds): non-finite logits give a non-finite loss.
 """
 
 from __future__ import annotations
@@ -173,8 +175,8 @@ def _all_finite(tensor: Tensor) -> bool:
 
 def check_finite(name: str, tensor: Tensor) -> Tensor:
     """Raise ``ValueError`` if ``tensor`` holds NaN or Inf (skipped when value checks are off)."""
-    if compiling():
-        if _VALUE_CHECKS and tensor.is_floating_point():
+    if compiling():  # on the CPU only: elsewhere a failed assert is a fatal device-side assert
+        if _VALUE_CHECKS and tensor.is_floating_point() and tensor.device.type == "cpu":
             _assert_in_graph(torch.isfinite(tensor.detach()).all(), f"{name} must be finite; got NaN/Inf value(s)")
         return tensor
     if _VALUE_CHECKS and tensor.is_floating_point() and not _all_finite(tensor):
