@@ -72,11 +72,24 @@ def _value_and_grad(fn: Callable[[Tensor, Tensor], Tensor], z: Tensor, y: Tensor
     return loss.detach(), grad
 
 
+def _assert_close_results(got: tuple[Tensor, Tensor], expected: tuple[Tensor, Tensor]) -> None:
+    """A compiled ``(value, gradient)`` against the eager one (float32 rounding of fused kernels)."""
+    torch.testing.assert_close(got[0], expected[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got[1], expected[1], rtol=1e-4, atol=1e-6)
+
+
 def _assert_same(fn: Callable[[Tensor, Tensor], Tensor], z: Tensor, y: Tensor) -> None:
-    value, grad = _value_and_grad(fn, z, y)
-    value_c, grad_c = _value_and_grad(_compiled(fn), z, y)
-    torch.testing.assert_close(value_c, value, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(grad_c, grad, rtol=1e-4, atol=1e-6)
+    _assert_close_results(_value_and_grad(_compiled(fn), z, y), _value_and_grad(fn, z, y))
+
+
+def _check_kernel(value: Tensor, expected: Tensor, z: Tensor, upstream: float) -> None:
+    """A forward-gradient kernel's value and gradient (upstream ``upstream``) equal the reference's,
+    and a second backward through it raises."""
+    torch.testing.assert_close(value, expected)
+    (grad,) = torch.autograd.grad(value * upstream, z, create_graph=True)
+    torch.testing.assert_close(grad, torch.autograd.grad(expected * upstream, z)[0])
+    with pytest.raises(RuntimeError, match=r"once_differentiable|does not require grad"):
+        torch.autograd.grad(grad.sum(), z)
 
 
 def _module(name: str, params: dict, c: int) -> torch.nn.Module:
@@ -89,10 +102,7 @@ def test_module_one_graph_same_value_and_gradient(name: str, params: dict, shape
     """Two copies (a loss may update its state on every call): values, gradients and states agree."""
     eager, traced = _module(name, params, shape[1]), _module(name, params, shape[1])
     z, y = _inputs(*shape)
-    value, grad = _value_and_grad(eager, z, y)
-    value_c, grad_c = _value_and_grad(_compiled(traced), z, y)
-    torch.testing.assert_close(value_c, value, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(grad_c, grad, rtol=1e-4, atol=1e-6)
+    _assert_close_results(_value_and_grad(_compiled(traced), z, y), _value_and_grad(eager, z, y))
     for key, tensor in eager.state_dict().items():
         torch.testing.assert_close(traced.state_dict()[key], tensor, rtol=1e-5, atol=1e-6, msg=key)
 
@@ -185,10 +195,7 @@ def test_symbolic_batch_sizes(name: str, params: dict) -> None:
     compiled = torch.compile(traced, backend="aot_eager", fullgraph=True, dynamic=True)
     for n in (64, 40, 17):
         z, y = _inputs(n, C_MANY)
-        value, grad = _value_and_grad(eager, z, y)
-        value_c, grad_c = _value_and_grad(compiled, z, y)
-        torch.testing.assert_close(value_c, value, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(grad_c, grad, rtol=1e-4, atol=1e-6)
+        _assert_close_results(_value_and_grad(compiled, z, y), _value_and_grad(eager, z, y))
 
 
 @pytest.mark.parametrize("name", ["linf_crossentropy", "linf_hinge", "linf_mixture"])
@@ -291,11 +298,9 @@ def test_cals_with_inductor() -> None:
         pytest.skip(reason)
     module = _module("cals", {"margin": 1.0}, C_MANY)
     z, y = _inputs(128, C_MANY)
-    value, grad = _value_and_grad(module, z, y)
+    expected = _value_and_grad(module, z, y)
     torch._dynamo.reset()
-    value_c, grad_c = _value_and_grad(torch.compile(module, fullgraph=True), z, y)
-    torch.testing.assert_close(value_c, value, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(grad_c, grad, rtol=1e-4, atol=1e-6)
+    _assert_close_results(_value_and_grad(torch.compile(module, fullgraph=True), z, y), expected)
 
 
 def test_cals_traced_kernel_splits_tied_maxima_like_amax() -> None:
@@ -316,11 +321,7 @@ def test_cals_traced_kernel_equals_reference_and_is_differentiable_once(reductio
     consts = _phr_constants(lam, rho, 1.0, True, c)
     value = _CALSPhrMeanTraced.apply(z, y, *consts, reduction)
     expected = _cals_reference(z, y, lam, rho, 1.0, "phr", True, reduction, None)
-    torch.testing.assert_close(value, expected)
-    (grad,) = torch.autograd.grad(value * 3.0, z, create_graph=True)
-    torch.testing.assert_close(grad, torch.autograd.grad(expected * 3.0, z)[0])
-    with pytest.raises(RuntimeError, match=r"once_differentiable|does not require grad"):
-        torch.autograd.grad(grad.sum(), z)
+    _check_kernel(value, expected, z, 3.0)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
@@ -333,11 +334,7 @@ def test_mbls_traced_kernel_equals_reference_and_is_differentiable_once(reductio
     y = torch.randint(0, 12, (20,))
     value = _MbLSMeanTraced.apply(z, y, 1.0, 0.3, reduction)
     expected = _mbls_reference(z, y, 1.0, 0.3, reduction, None)
-    torch.testing.assert_close(value, expected)
-    (grad,) = torch.autograd.grad(value * 2.0, z, create_graph=True)
-    torch.testing.assert_close(grad, torch.autograd.grad(expected * 2.0, z)[0])
-    with pytest.raises(RuntimeError, match=r"once_differentiable|does not require grad"):
-        torch.autograd.grad(grad.sum(), z)
+    _check_kernel(value, expected, z, 2.0)
 
 
 @pytest.mark.parametrize("mode", ["continuous", "official"])
@@ -356,11 +353,7 @@ def test_logit_clip_traced_kernel_equals_reference(mode: str, tau: float, reduct
     y = torch.randint(0, 7, (24,))
     value = _ClipCrossEntropyTraced.apply(z, y, tau, mode == "official", reduction)
     expected = F.cross_entropy(_clip_reference(z, tau, 2.0, mode), y, reduction=reduction)
-    torch.testing.assert_close(value, expected)
-    (grad,) = torch.autograd.grad(value * 2.0, z, create_graph=True)
-    torch.testing.assert_close(grad, torch.autograd.grad(expected * 2.0, z)[0])
-    with pytest.raises(RuntimeError, match=r"once_differentiable|does not require grad"):
-        torch.autograd.grad(grad.sum(), z)
+    _check_kernel(value, expected, z, 2.0)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
@@ -383,11 +376,7 @@ def test_adjusted_traced_kernel_equals_reference(adjustment: str, weighted: bool
     args = (scale, multiplier, offset, shift, weight, reduction)
     value = _AdjustedCrossEntropyTraced.apply(z, y, *args)
     expected = _reference(z, y, *args)
-    torch.testing.assert_close(value, expected)
-    (grad,) = torch.autograd.grad(value * 1.5, z, create_graph=True)
-    torch.testing.assert_close(grad, torch.autograd.grad(expected * 1.5, z)[0])
-    with pytest.raises(RuntimeError, match=r"once_differentiable|does not require grad"):
-        torch.autograd.grad(grad.sum(), z)
+    _check_kernel(value, expected, z, 1.5)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
@@ -403,11 +392,7 @@ def test_cross_entropy_traced_kernel_equals_torch(eps: float, weighted: bool, re
     weight = torch.rand(c, dtype=torch.float64) + 0.1 if weighted else None
     value = _CrossEntropyTraced.apply(z, y, eps, weight, reduction)
     expected = F.cross_entropy(z, y, weight=weight, reduction=reduction, label_smoothing=eps)
-    torch.testing.assert_close(value, expected)
-    (grad,) = torch.autograd.grad(value * 1.5, z, create_graph=True)
-    torch.testing.assert_close(grad, torch.autograd.grad(expected * 1.5, z)[0])
-    with pytest.raises(RuntimeError, match=r"once_differentiable|does not require grad"):
-        torch.autograd.grad(grad.sum(), z)
+    _check_kernel(value, expected, z, 1.5)
 
 
 def test_mbls_compiled_with_tied_maxima_equals_eager() -> None:
@@ -426,10 +411,7 @@ def test_compiled_module_follows_its_changed_buffers() -> None:
     with torch.no_grad():
         eager.lambd.uniform_(0.0, 2.0)
         eager.rho.fill_(3.0)
-    value, grad = _value_and_grad(eager, z, y)
-    value_c, grad_c = _value_and_grad(compiled, z, y)
-    torch.testing.assert_close(value_c, value, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(grad_c, grad, rtol=1e-4, atol=1e-6)
+    _assert_close_results(_value_and_grad(compiled, z, y), _value_and_grad(eager, z, y))
 
 
 def test_materialized_leaves_eager_vectors_alone() -> None:

@@ -326,6 +326,7 @@ def check_logits_target(
     if not logits.is_floating_point():
         raise TypeError(f"{logits_name} must be a floating-point tensor; got dtype {logits.dtype}")
     n, c = logits.shape
+    traced = compiling()
     target_dtype = target.dtype
     soft = target_dtype.is_floating_point
     if soft:
@@ -341,7 +342,7 @@ def check_logits_target(
             raise TypeError(f"{target_name} must hold integer class indices; got dtype {target.dtype}")
         if target.ndim != 1 or target.shape[0] != n:
             raise ValueError(f"{target_name} must have shape ({n},) to match {logits_name} {tuple(logits.shape)}; got shape {tuple(target.shape)}")
-        if compiling():
+        if traced:
             if _VALUE_CHECKS:
                 check_label_range(target, c, target_name)
         elif _VALUE_CHECKS and n > 0 and label_range:  # check_label_range, inline
@@ -349,7 +350,7 @@ def check_logits_target(
             lo, hi = int(lo_t), int(hi_t)
             if lo < 0 or hi >= c:
                 check_label_range(target, c, target_name)
-    if compiling():
+    if traced:
         check_finite(logits_name, logits)
     elif _VALUE_CHECKS and finite:
         # check_finite(logits_name, logits), its common case inline

@@ -278,14 +278,49 @@ class _AdjustedCrossEntropy(torch.autograd.Function):
         return (grad_z, *nones)
 
 
-class _AdjustedCrossEntropyTraced(torch.autograd.Function):
+class GradientInForward(torch.autograd.Function):
+    """Base of the functions for traced calls whose forward forms the gradient of the logits.
+
+    A subclass's ``forward`` (logits first) computes the loss and its gradient :math:`G` for a unit
+    upstream gradient from plain operations, which the compiler fuses, and saves :math:`G`; the
+    backward scales it by the upstream gradient. Differentiable once: a second backward raises.
+    """
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        (g,) = ctx.saved_tensors
+        return (g * grad, *(None,) * (len(ctx.needs_input_grad) - 1))
+
+
+def reduce_with_gradient(
+    per_sample: Tensor, grad: Tensor, target: Tensor, weight: Tensor | None, reduction: str
+) -> tuple[Tensor, Tensor]:
+    r"""The ``"mean"`` or ``"sum"`` of the ``(N, 1)`` losses and their ``(N, C)`` gradient, reduced alike.
+
+    With class ``weight`` each sample counts :math:`w_{y_i}` and the mean divides by
+    :math:`\sum_i w_{y_i}` (PyTorch's weighted mean); without, by :math:`N`.
+    """
+    if weight is None:
+        loss = per_sample.sum()
+        if reduction == "mean":
+            loss, grad = loss / per_sample.shape[0], grad / per_sample.shape[0]
+        return loss, grad
+    coef = weight.index_select(0, target).unsqueeze(1)
+    loss = (per_sample * coef).sum()
+    if reduction == "mean":
+        total = coef.sum()
+        loss, coef = loss / total, coef / total
+    return loss, grad * coef
+
+
+class _AdjustedCrossEntropyTraced(GradientInForward):
     r""":class:`_AdjustedCrossEntropy` for calls traced by ``torch.compile``: the gradient formed in the forward.
 
     With per-sample coefficients :math:`c_i = w_{y_i}` (1 without weights), over
     :math:`\sum_k c_k` for the ``"mean"`` (:math:`N` without weights, PyTorch's weighted mean), the
-    gradient is :math:`c_i\, a \odot (\operatorname{softmax}(t_i) - e_{y_i})`. The forward forms it
-    with the loss from plain operations, which the compiler fuses into a few passes over the logits;
-    the backward scales it by the upstream gradient. It is differentiable once.
+    gradient is :math:`c_i\, a \odot (\operatorname{softmax}(t_i) - e_{y_i})` (see
+    :class:`GradientInForward`).
     """
 
     @staticmethod
@@ -307,29 +342,13 @@ class _AdjustedCrossEntropyTraced(torch.autograd.Function):
         s = e.sum(dim=1, keepdim=True)
         per_sample = s.log() - t.gather(1, index)  # (N, 1)
         grad = (e / s).scatter_add(1, index, torch.full_like(s, -1.0))
-        if weight is None:
-            loss = per_sample.sum()
-            if reduction == "mean":
-                loss, grad = loss / z.shape[0], grad / z.shape[0]
-        else:
-            coef = weight.index_select(0, target).unsqueeze(1)
-            loss = (per_sample * coef).sum()
-            if reduction == "mean":
-                total = coef.sum()
-                loss, coef = loss / total, coef / total
-            grad = grad * coef
+        loss, grad = reduce_with_gradient(per_sample, grad, target, weight, reduction)
         if scale is not None:
             grad = grad * scale
         elif multiplier is not None:
             grad = grad * multiplier
         ctx.save_for_backward(grad)
         return loss
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        (g,) = ctx.saved_tensors
-        return (g * grad, *(None,) * 7)
 
 
 def _softmax_in_forward(z: Tensor) -> bool:

@@ -32,7 +32,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from tailwise._validation import (
     check_in_choices,
@@ -44,6 +43,7 @@ from tailwise._validation import (
     compiling,
 )
 from tailwise.functional._fused import (
+    GradientInForward,
     _transposed,
     forms_gradient,
     hand_over_gradient,
@@ -671,13 +671,12 @@ def _phr_mean_terms(
     return loss, grad
 
 
-class _CALSPhrMeanTraced(torch.autograd.Function):
+class _CALSPhrMeanTraced(GradientInForward):
     r""":class:`_CALSPhrMean` for calls traced by ``torch.compile``: the gradient :math:`G` formed in the forward.
 
-    The forward computes the loss and :math:`G` (see :class:`_CALSPhrMean`) from plain operations,
-    which the compiler fuses into a few passes over the logits (its backward of the plain expression
-    would recompute the softmax and the penalty's terms); the backward scales :math:`G` by the
-    upstream gradient. It is differentiable once: a second backward through it raises.
+    The forward computes the loss and :math:`G` (see :class:`_CALSPhrMean`) from plain operations
+    (see :class:`GradientInForward`); the compiler's backward of the plain expression would
+    recompute the softmax and the penalty's terms.
     """
 
     @staticmethod
@@ -698,12 +697,6 @@ class _CALSPhrMeanTraced(torch.autograd.Function):
             loss, grad = loss / n, grad / n
         ctx.save_for_backward(grad)
         return loss
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        (g,) = ctx.saved_tensors
-        return (g * grad, *(None,) * 6)
 
 
 class _CALSPhrMeanTransposed(torch.autograd.Function):

@@ -18,7 +18,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from tailwise._validation import (
     check_logits_target,
@@ -29,7 +28,13 @@ from tailwise._validation import (
     compiling,
     validation_enabled,
 )
-from tailwise.functional._fused import _transposed, forms_gradient, hand_over_gradient
+from tailwise.functional._fused import (
+    GradientInForward,
+    _transposed,
+    forms_gradient,
+    hand_over_gradient,
+    reduce_with_gradient,
+)
 
 __all__ = ["cross_entropy"]
 
@@ -119,7 +124,7 @@ def cross_entropy(
     return F.cross_entropy(z, target, weight=_vector_like(weight, z), reduction=reduction, label_smoothing=eps)
 
 
-class _CrossEntropyTraced(torch.autograd.Function):
+class _CrossEntropyTraced(GradientInForward):
     r"""Cross-entropy of class indices for calls traced by ``torch.compile``: the gradient formed in the forward.
 
     For a ``"mean"`` or ``"sum"``, with label smoothing :math:`\epsilon` (no class weights) or class
@@ -127,16 +132,14 @@ class _CrossEntropyTraced(torch.autograd.Function):
     :math:`(1-\epsilon)(\log s - t_y) + \epsilon(\log s - \bar t)` with :math:`t = z - \max_k z_k`,
     :math:`s = \sum_j e^{t_j}` and :math:`\bar t` the row mean of :math:`t` (PyTorch's smoothing), and
     its gradient :math:`\operatorname{softmax}(z) - (1-\epsilon) e_y - \epsilon / C`, times
-    :math:`w_y / \sum_i w_{y_i}` for a weighted mean. The forward forms the gradient with the loss
-    from plain operations, which the compiler fuses into a few passes over the logits; the backward
-    scales it by the upstream gradient. It is differentiable once.
+    :math:`w_y / \sum_i w_{y_i}` for a weighted mean (see :class:`GradientInForward`).
     """
 
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any, z: Tensor, target: Tensor, eps: float, weight: Tensor | None, reduction: str
     ) -> Tensor:
-        n, c = z.shape
+        c = z.shape[1]
         index = target.unsqueeze(1)
         t = z - z.amax(dim=1, keepdim=True)
         e = torch.exp(t)
@@ -148,25 +151,9 @@ class _CrossEntropyTraced(torch.autograd.Function):
             per_sample = (1.0 - eps) * per_sample + eps * (log_s - t.mean(dim=1, keepdim=True))
             grad = grad - eps / c
         grad = grad.scatter_add(1, index, torch.full_like(s, eps - 1.0))
-        if weight is None:
-            loss = per_sample.sum()
-            if reduction == "mean":
-                loss, grad = loss / n, grad / n
-        else:
-            coef = weight.index_select(0, target).unsqueeze(1)
-            loss = (per_sample * coef).sum()
-            if reduction == "mean":
-                total = coef.sum()
-                loss, coef = loss / total, coef / total
-            grad = grad * coef
+        loss, grad = reduce_with_gradient(per_sample, grad, target, weight, reduction)
         ctx.save_for_backward(grad)
         return loss
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        (g,) = ctx.saved_tensors
-        return (g * grad, None, None, None, None)
 
 
 def _few_classes_cross_entropy(z: Tensor, target: Tensor, weight: Tensor | None, reduction: str, eps: float) -> Tensor:

@@ -35,7 +35,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from tailwise._validation import (
     check_finite,
@@ -48,7 +47,13 @@ from tailwise._validation import (
     compiling,
     describe,
 )
-from tailwise.functional._fused import _softmax_in_forward, _transposed, forms_gradient, softmax_cross_entropy_
+from tailwise.functional._fused import (
+    GradientInForward,
+    _softmax_in_forward,
+    _transposed,
+    forms_gradient,
+    softmax_cross_entropy_,
+)
 from tailwise.functional._prepared import PreparedLosses
 from tailwise.functional._workspace import Workspace
 
@@ -398,7 +403,7 @@ def clip_cross_entropy_fn(
     return fn
 
 
-class _ClipCrossEntropyTraced(torch.autograd.Function):
+class _ClipCrossEntropyTraced(GradientInForward):
     r"""The clipped cross-entropy (2-norm) for calls traced by ``torch.compile``: the gradient formed in the forward.
 
     A row with norm :math:`n = \lVert z\rVert_2` is scaled by :math:`\sigma = \delta / a` where it
@@ -407,8 +412,7 @@ class _ClipCrossEntropyTraced(torch.autograd.Function):
     in :func:`_composite_fn`), or :math:`a = n + 10^{-7}`, :math:`\delta = 1/\tau` and clipping where
     :math:`a > \tau` (the official rule). With :math:`g = \operatorname{softmax}(\sigma z) - e_y` the
     gradient is :math:`\sigma g - \frac{\sigma\,(g \cdot z)}{a\,n} z` on clipped rows and
-    :math:`g` elsewhere. The forward forms it from plain operations, which the compiler fuses with the
-    loss; the backward scales it by the upstream gradient. It is differentiable once.
+    :math:`g` elsewhere, formed in the forward (see :class:`GradientInForward`).
     """
 
     @staticmethod
@@ -437,12 +441,6 @@ class _ClipCrossEntropyTraced(torch.autograd.Function):
             loss, grad = loss / n, grad / n
         ctx.save_for_backward(grad)
         return loss
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        (g,) = ctx.saved_tensors
-        return (g * grad, None, None, None, None)
 
 
 def _composite_fn(

@@ -19,7 +19,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from tailwise._validation import (
     check_logits_target,
@@ -30,6 +29,7 @@ from tailwise._validation import (
     compiling,
 )
 from tailwise.functional._fused import (
+    GradientInForward,
     _transposed,
     cached_vector,
     forms_gradient,
@@ -140,14 +140,13 @@ def _mbls(
     return fn(z, labels)
 
 
-class _MbLSMeanTraced(torch.autograd.Function):
+class _MbLSMeanTraced(GradientInForward):
     r""":class:`_MbLSMean` for calls traced by ``torch.compile``: the gradient formed in the forward.
 
     With :math:`d = \max_k z_k - z`, :math:`a = [d > m]` and :math:`k = \alpha / C`, the gradient of
     the per-sample loss is :math:`\operatorname{softmax}(z) - e_y - k a + k \bigl(\sum_j a_j\bigr)
-    e_{\arg\max}` (``Tensor.max``'s index, the first maximum). The forward forms it from plain
-    operations, which the compiler fuses with the loss into a few passes over the logits; the backward
-    scales it by the upstream gradient. It is differentiable once.
+    e_{\arg\max}` (``Tensor.max``'s index, the first maximum), formed in the forward (see
+    :class:`GradientInForward`).
     """
 
     @staticmethod
@@ -172,12 +171,6 @@ class _MbLSMeanTraced(torch.autograd.Function):
             loss, grad = loss / n, grad / n
         ctx.save_for_backward(grad)
         return loss
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        (g,) = ctx.saved_tensors
-        return (g * grad, None, None, None, None)
 
 
 def _mbls_reference(
